@@ -1,0 +1,214 @@
+"""Loading models: bundled checkpoints, timm, Hugging Face, and checkpoint directories.
+
+A checkpoint directory holds ``model.safetensors`` and ``config.json``. xvit's own ``config.json`` has
+``"architecture": "xvit-vit"``, the architecture under ``"model"``, ``"preprocessing"`` (size, mean,
+std, interpolation), ``"class_names"`` and free-form training metadata; a directory whose
+``config.json`` has a Hugging Face ``model_type`` is loaded with transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from xvit.models.vit import VIT_PRESETS, ViTConfig, VisionTransformer, create_vit
+
+__all__ = [
+    "Preprocessing", "VisionTransformer", "ViTConfig", "VIT_PRESETS", "create_vit", "load_model",
+    "save_checkpoint", "bundled_models", "bundled_model_dir", "preprocessing_for", "class_names_for",
+    "model_card",
+]
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BUNDLED_DIR = ASSETS / "models"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model expects its input: resize to ``size`` (H, W), scale to [0, 1], normalise."""
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bilinear"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        size = d.get("size", (224, 224))
+        size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+        return cls(size=size, mean=tuple(float(m) for m in d.get("mean", cls.mean)),
+                   std=tuple(float(s) for s in d.get("std", cls.std)),
+                   interpolation=str(d.get("interpolation", "bilinear")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bundled_models() -> dict[str, dict[str, Any]]:
+    """Names of the checkpoints shipped inside the package, with their ``config.json``."""
+    out = {}
+    if BUNDLED_DIR.is_dir():
+        for d in sorted(BUNDLED_DIR.iterdir()):
+            if (d / "config.json").is_file() and (d / "model.safetensors").is_file():
+                out[d.name] = json.loads((d / "config.json").read_text())
+    return out
+
+
+def bundled_model_dir(name: str) -> Path:
+    return BUNDLED_DIR / name
+
+
+def model_card(name: str) -> str:
+    """The model card (Markdown) of a bundled model."""
+    path = BUNDLED_DIR / name / "MODEL_CARD.md"
+    return path.read_text() if path.is_file() else ""
+
+
+def save_checkpoint(model: VisionTransformer, directory: str | os.PathLike, *, preprocessing: Preprocessing,
+                    class_names: list[str], **metadata: Any) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` for a built-in ViT; returns the directory."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    config = {"architecture": "xvit-vit", "model": model.config.to_dict(),
+              "preprocessing": preprocessing.to_dict(), "class_names": list(class_names), **metadata}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+def _load_xvit_dir(path: Path) -> nn.Module:
+    config = json.loads((path / "config.json").read_text())
+    model = VisionTransformer(ViTConfig.from_dict(config["model"]))
+    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    model.xvit_preprocessing = Preprocessing.from_dict(config.get("preprocessing", {}))
+    model.xvit_class_names = list(config.get("class_names", []))
+    return model.eval()
+
+
+def _load_timm(name: str) -> nn.Module:
+    from xvit._compat.torchvision_ops import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    try:
+        import timm
+    except ImportError as e:
+        raise ImportError("Loading 'timm:' models needs timm: pip install 'xvit[timm]' -c constraints.txt") from e
+    try:
+        model = timm.create_model(name, pretrained=True)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ValueError(f"timm has no model {name!r}; see timm.list_models().") from None
+        raise
+    except Exception as e:  # network / hub failures arrive as many exception types
+        raise RuntimeError(
+            f"Could not fetch pretrained weights for timm model {name!r} ({type(e).__name__}: {e}). "
+            "This machine may be offline. Create the model yourself, e.g. "
+            f"timm.create_model({name!r}, pretrained=False), load weights from a local file, and pass "
+            "the model object to xvit."
+        ) from None
+    return model.eval()
+
+
+def _load_hf(path_or_id: str) -> nn.Module:
+    try:
+        from transformers import AutoModelForImageClassification
+    except ImportError as e:
+        raise ImportError("Loading 'hf:' models needs transformers: pip install 'xvit[hf]'") from e
+    try:
+        model = AutoModelForImageClassification.from_pretrained(path_or_id)
+    except OSError as e:
+        raise RuntimeError(
+            f"Could not load Hugging Face model {path_or_id!r}: {e}. Offline, pass a local directory "
+            "that holds config.json and the weights."
+        ) from None
+    prep = Path(path_or_id) / "preprocessor_config.json"
+    if prep.is_file():
+        p = json.loads(prep.read_text())
+        size = p.get("size", {"height": 224, "width": 224})
+        size = (size.get("height", 224), size.get("width", 224)) if isinstance(size, dict) else size
+        model.xvit_preprocessing = Preprocessing.from_dict(
+            {"size": size, "mean": p.get("image_mean", (0.5,) * 3), "std": p.get("image_std", (0.5,) * 3)}
+        )
+    return model.eval()
+
+
+def load_model(spec: str | os.PathLike) -> nn.Module:
+    """Load a model from a spec and put it in eval mode.
+
+    Args:
+        spec: a bundled model name (see :func:`bundled_models`), ``timm:<name>`` (pretrained weights,
+            only where timm can reach them), ``hf:<path or hub id>``, or a directory holding
+            ``config.json`` and ``model.safetensors``.
+    """
+    s = str(spec)
+    if s.startswith("timm:"):
+        return _load_timm(s[5:])
+    if s.startswith("hf:"):
+        return _load_hf(s[3:])
+    bundled = bundled_models()
+    if s in bundled:
+        return _load_xvit_dir(BUNDLED_DIR / s)
+    path = Path(s)
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{path} holds no config.json; a checkpoint directory needs config.json "
+                                    "and model.safetensors.")
+        cfg = json.loads(cfg_file.read_text())
+        if cfg.get("architecture") == "xvit-vit":
+            if not (path / "model.safetensors").is_file():
+                raise FileNotFoundError(f"{path} holds no model.safetensors.")
+            return _load_xvit_dir(path)
+        if "model_type" in cfg:
+            return _load_hf(str(path))
+        raise ValueError(f"{cfg_file} is neither an xvit checkpoint nor a Hugging Face config.")
+    names = ", ".join(bundled) or "none installed"
+    raise ValueError(
+        f"Cannot load model {s!r}: not a bundled model ({names}), not 'timm:<name>' or 'hf:<id>', "
+        "and not a directory. Run 'xvit models' to list what is available."
+    )
+
+
+def preprocessing_for(model: nn.Module) -> Preprocessing:
+    """The model's own preprocessing: xvit checkpoints, timm ``pretrained_cfg``, HF processor config."""
+    prep = getattr(model, "xvit_preprocessing", None)
+    if isinstance(prep, Preprocessing):
+        return prep
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and "mean" in cfg:
+        size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
+        if getattr(model, "dynamic_img_size", False) is False and hasattr(model, "patch_embed"):
+            size = tuple(getattr(model.patch_embed, "img_size", size))
+        return Preprocessing(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                             interpolation=str(cfg.get("interpolation", "bicubic")))
+    if isinstance(model, VisionTransformer):
+        s = model.config.img_size
+        return Preprocessing(size=(s, s))
+    hf_cfg = getattr(model, "config", None)
+    if hf_cfg is not None and hasattr(hf_cfg, "image_size"):
+        s = hf_cfg.image_size
+        return Preprocessing(size=(s, s) if isinstance(s, int) else tuple(s))
+    return Preprocessing()
+
+
+def class_names_for(model: nn.Module, num_classes: int) -> list[str]:
+    """Human-readable class names, falling back to ImageNet labels for 1000 classes and indices otherwise."""
+    names = getattr(model, "xvit_class_names", None)
+    if names and len(names) == num_classes:
+        return list(names)
+    hf_cfg = getattr(model, "config", None)
+    id2label = getattr(hf_cfg, "id2label", None)
+    if id2label and len(id2label) == num_classes and not str(id2label.get(0, "")).startswith("LABEL_"):
+        return [str(id2label[i]) for i in range(num_classes)]
+    if num_classes == 1000 and (ASSETS / "imagenet_labels.json").is_file():
+        return json.loads((ASSETS / "imagenet_labels.json").read_text())
+    return [str(i) for i in range(num_classes)]
+

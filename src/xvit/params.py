@@ -1,0 +1,87 @@
+"""Parameter validation with one message shape (after scikit-learn's ``_param_validation``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A method or metric parameter has a value it cannot take."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """One of a fixed set of values."""
+
+    values: tuple[Any, ...]
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        object.__setattr__(self, "values", tuple(values))
+
+    def accepts(self, v: Any) -> bool:
+        return any(v == o and type(v) is type(o) for o in self.values)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number in a range; ``integer`` restricts to ints. ``closed`` is "both", "left", "right" or "neither"."""
+
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+    integer: bool = False
+
+    def accepts(self, v: Any) -> bool:
+        if isinstance(v, bool):
+            return False
+        if self.integer and not isinstance(v, int):
+            return False
+        if not isinstance(v, (int, float)) or math.isnan(v):
+            return False
+        if self.low is not None and (v < self.low or (v == self.low and self.closed in ("right", "neither"))):
+            return False
+        if self.high is not None and (v > self.high or (v == self.high and self.closed in ("left", "neither"))):
+            return False
+        return True
+
+    def describe(self) -> str:
+        kind = "an int" if self.integer else "a float"
+        if self.low is None and self.high is None:
+            return kind
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{kind} in the range {left}{lo}, {hi}{right}"
+
+
+@dataclass(frozen=True)
+class Nullable:
+    """``None`` or a value accepted by ``inner``."""
+
+    inner: Any
+
+    def accepts(self, v: Any) -> bool:
+        return v is None or self.inner.accepts(v)
+
+    def describe(self) -> str:
+        return f"None or {self.inner.describe()}"
+
+
+def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, Any]) -> None:
+    """Raise :class:`InvalidParameterError` naming the first parameter that breaks its constraint."""
+    for name, value in params.items():
+        if name not in constraints:
+            known = ", ".join(sorted(constraints)) or "none"
+            raise InvalidParameterError(f"{owner} got an unexpected parameter {name!r}. Its parameters: {known}.")
+        c = constraints[name]
+        if c is not None and not c.accepts(value):
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {owner} must be {c.describe()}. Got {value!r} instead."
+            )

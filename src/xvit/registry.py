@@ -1,0 +1,58 @@
+"""One registry mechanism for everything xvit looks up by name (methods, metrics, adapters, models)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name -> entry mapping. Registering a taken name raises; unknown names get close matches."""
+
+    def __init__(self, kind: str, listing_hint: str) -> None:
+        self.kind = kind
+        self.listing_hint = listing_hint
+        self._entries: dict[str, T] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+
+    def register(self, name: str, **info: Any) -> Callable[[T], T]:
+        def decorator(entry: T) -> T:
+            self.add(name, entry, **info)
+            return entry
+
+        return decorator
+
+    def add(self, name: str, entry: T, **info: Any) -> None:
+        if name in self._entries:
+            raise ValueError(f"A {self.kind} named {name!r} is already registered.")
+        self._entries[name] = entry
+        self._info[name] = info
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(str(name), list(self._entries), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise KeyError(
+                f"Unknown {self.kind} {name!r}.{hint} See {self.listing_hint} for the full list."
+            ) from None
+
+    def info(self, name: str) -> dict[str, Any]:
+        self.get(name)
+        return dict(self._info[name])
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
