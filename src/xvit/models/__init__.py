@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from xvit.models.vit import VIT_PRESETS, ViTConfig, VisionTransformer, create_vit
+from xvit.models.vit import VIT_PRESETS, VisionTransformer, ViTConfig, create_vit
 
 __all__ = [
     "Preprocessing", "VisionTransformer", "ViTConfig", "VIT_PRESETS", "create_vit", "load_model",

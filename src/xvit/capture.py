@@ -1,0 +1,124 @@
+"""The one recording mechanism: attention probabilities, their gradients, token states and inputs.
+
+:func:`record` runs the real model once with forward hooks on the adapter's attention modules (and on
+any extra modules asked for), then, if gradients are wanted, one backward pass of
+``sum_i y_{i, c_i}`` (pre-softmax logits; ViTs in eval mode do not mix samples, so every image gets its
+own gradient). Gradients are taken with ``torch.autograd.grad`` of exactly the recorded tensors, so
+attention and gradient are paired by identity, never by hook order, and no parameter gradients are
+computed. Hooks are removed on exit, also on error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from xvit.adapters.base import ViTAdapter
+
+
+@dataclass
+class Recording:
+    """What one :func:`record` call captured. Lists are indexed by block."""
+
+    logits: Tensor
+    targets: Tensor
+    attentions: list[Tensor] = field(default_factory=list)
+    attention_grads: list[Tensor] = field(default_factory=list)
+    block_inputs: dict[int, Tensor] = field(default_factory=dict)
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+    output_grads: dict[str, Tensor] = field(default_factory=dict)
+    input_grad: Tensor | None = None
+
+
+def select_logits(logits: Tensor, targets: Tensor) -> Tensor:
+    """``y_{i, c_i}`` for every row: ``(B,)``."""
+    return logits.gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+def record(
+    adapter: ViTAdapter,
+    x: Tensor,
+    targets: Tensor | None,
+    *,
+    attention: bool = False,
+    grads: bool = False,
+    input_grad: bool = False,
+    block_inputs: tuple[int, ...] = (),
+    modules: dict[str, nn.Module] | None = None,
+) -> Recording:
+    """Run the model on ``x`` and capture what is asked for.
+
+    Args:
+        adapter: the model's adapter (the caller has entered ``adapter.eager_attention()``).
+        x: normalised input batch ``(B, 3, H, W)``.
+        targets: ``(B,)`` classes to differentiate; ``None`` uses each row's arg-max.
+        attention: record every block's attention probabilities ``(B, heads, T, T)``.
+        grads: also record ``d y_c / d`` of everything recorded (attention and ``modules`` outputs).
+        input_grad: record ``d y_c / d x``.
+        block_inputs: indices of blocks whose input (the residual stream) to record, detached.
+        modules: extra modules whose outputs to record, by name.
+    """
+    modules = modules or {}
+    need_grad = grads or input_grad
+    store: dict[str, Tensor] = {}
+    handles = []
+
+    def keep(name: str, extract=None):
+        def hook(_m, _inp, out):
+            store[name] = extract(out) if extract is not None else out
+        return hook
+
+    def keep_input(index: int):
+        def hook(_m, args):
+            store[f"block_input.{index}"] = args[0].detach()
+        return hook
+
+    try:
+        if attention:
+            for i in range(len(adapter.blocks())):
+                handles.append(adapter.attention_module(i).register_forward_hook(
+                    keep(f"attn.{i}", adapter.attention_from_output)))
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(keep(f"module.{name}")))
+        for i in block_inputs:
+            handles.append(adapter.blocks()[i].register_forward_pre_hook(keep_input(i)))
+        with torch.set_grad_enabled(need_grad):
+            xin = x.detach().requires_grad_(True) if input_grad else x
+            logits = adapter.forward(xin)
+    finally:
+        for h in handles:
+            h.remove()
+
+    targets = logits.argmax(-1) if targets is None else targets.to(logits.device)
+    rec = Recording(logits=logits.detach(), targets=targets,
+                    block_inputs={i: store[f"block_input.{i}"] for i in block_inputs})
+    n_blocks = len(adapter.blocks())
+    if attention:
+        missing = [i for i in range(n_blocks) if f"attn.{i}" not in store]
+        if missing:
+            raise RuntimeError(
+                f"No attention probabilities were captured for blocks {missing}: the model ran a fused "
+                "attention kernel. Explain inside xvit.Explainer (which switches to the explicit path), "
+                "or check that the adapter's attention_module() is called in the forward pass."
+            )
+        rec.attentions = [store[f"attn.{i}"] for i in range(n_blocks)]
+    rec.outputs = {name: store[f"module.{name}"] for name in modules}
+    if need_grad:
+        wrt: list[Tensor] = []
+        if grads:
+            wrt += rec.attentions + list(rec.outputs.values())
+        if input_grad:
+            wrt.append(xin)
+        g = torch.autograd.grad(select_logits(logits, targets).sum(), wrt, allow_unused=True)
+        g = [torch.zeros_like(t) if gi is None else gi for t, gi in zip(wrt, g)]
+        if grads:
+            n_att = len(rec.attentions)
+            rec.attention_grads = g[:n_att]
+            rec.output_grads = dict(zip(rec.outputs, g[n_att:n_att + len(rec.outputs)]))
+        if input_grad:
+            rec.input_grad = g[-1]
+    rec.attentions = [a.detach() for a in rec.attentions]
+    rec.outputs = {k: v.detach() for k, v in rec.outputs.items()}
+    return rec

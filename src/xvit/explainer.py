@@ -1,0 +1,150 @@
+"""The explainer: wraps a model and a method, and is called like a function."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xvit.adapters import get_adapter
+from xvit.methods import METHODS
+from xvit.methods.base import Attribution, Context
+from xvit.params import Interval, Nullable, validate_params
+from xvit.result import Explanation
+from xvit.targets import resolve_targets
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode (dropout off) and restore each module's own flag on exit."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def normalise_maps(maps: Tensor) -> Tensor:
+    """Min-max normalise each map of ``(..., H, W)`` to [0, 1]; constant maps become zeros."""
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
+    return (maps - lo) / (hi - lo).clamp(min=1e-12)
+
+
+class Explainer:
+    """Explain a ViT's predictions with one attribution method.
+
+    The explainer is a context manager: on entry it switches the model's attention to the explicit path
+    and the model to eval mode; on exit (also after an error) it restores every flag it touched. Called
+    outside a ``with`` block it does the same around the single call.
+
+    Args:
+        model: a supported ViT (built-in, timm ViT/DeiT, Hugging Face ViT/DeiT).
+        method: registry name (see :func:`xvit.methods`).
+        batch_size: at most this many rows (images x targets) per pass; ``None`` runs the whole batch.
+        **params: the method's parameters.
+
+    Calling it:
+        ``explainer(x, target=None)`` with ``x`` a normalised float batch ``(B, 3, H, W)`` in the model's
+        dtype and device, and ``target`` None (each image's predicted class), an int, one int per image, a
+        ``(B, K)`` tensor or nested list, or grad-cam style objects with a ``category``. Returns an
+        :class:`~xvit.result.Explanation`.
+    """
+
+    def __init__(self, model: nn.Module, method: str = "transformer_attribution", *, batch_size: int | None = None,
+                 **params: Any) -> None:
+        validate_params("Explainer", {"batch_size": batch_size},
+                        {"batch_size": Nullable(Interval(1, None, integer=True))})
+        self.model = model
+        self.adapter = get_adapter(model)
+        self.method = METHODS.get(method)(**params)
+        self.batch_size = batch_size
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> Explainer:
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(eval_mode(self.model))
+            stack.enter_context(self.adapter.eager_attention())
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+        return False
+
+    def attribute(self, inputs: Tensor, target: Any = None) -> Tensor:
+        """Captum-style alias: the raw maps ``(B, K, ...)`` only."""
+        return self(inputs, target=target).raw
+
+    def _check_input(self, x: Tensor) -> None:
+        self.adapter.check_input(x)
+        param = next(self.model.parameters(), None)
+        if param is not None and (x.dtype != param.dtype or x.device != param.device):
+            raise ValueError(f"The input is {x.dtype} on {x.device} but the model is {param.dtype} on "
+                             f"{param.device}; move one to the other, e.g. x.to(next(model.parameters())).")
+
+    def _run(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
+        step = self.batch_size or x.shape[0]
+        parts = [self.method.attribute(ctx, x[i:i + step], None if targets is None else targets[i:i + step])
+                 for i in range(0, x.shape[0], step)]
+        if len(parts) == 1:
+            return parts[0]
+        extras = {k: torch.cat([p.extras[k] for p in parts]) for k in parts[0].extras}
+        return Attribution(torch.cat([p.raw for p in parts]), torch.cat([p.logits for p in parts]),
+                           torch.cat([p.targets for p in parts]), extras)
+
+    def __call__(self, x: Tensor, target: Any = None) -> Explanation:
+        if self._stack is None:
+            with self:
+                return self(x, target)
+        self._check_input(x)
+        B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+        layout = self.adapter.layout(x)
+        ctx = Context(self.adapter, layout)
+        self.method.validate(ctx)
+        targets = resolve_targets(target, B, self.adapter.num_classes, x.device)
+        K = 1 if targets is None else targets.shape[1]
+        start = time.perf_counter()
+        if targets is None:
+            out = self._run(ctx, x, None)
+        elif self.method.class_specific:
+            out = self._run(ctx, x.repeat_interleave(K, 0) if K > 1 else x, targets.reshape(-1))
+        else:
+            out = self._run(ctx, x, targets[:, 0])
+        seconds = time.perf_counter() - start
+        per_image = self.method.class_specific or K == 1
+        raw = out.raw.reshape(B, K if per_image else 1, *out.raw.shape[1:])
+        raw = raw.expand(B, K, *raw.shape[2:])
+        logits = out.logits.reshape(B, -1, out.logits.shape[-1])[:, 0] if per_image else out.logits
+        used = out.targets.view(B, 1) if targets is None else targets
+        up = raw if raw.shape[-2:] == (H, W) else F.interpolate(
+            raw.reshape(B * K, 1, *raw.shape[-2:]), size=(H, W), mode="bilinear", align_corners=False
+        ).reshape(B, K, H, W)
+        extras = {k: v.reshape(B, K) if isinstance(v, Tensor) and v.numel() == B * K else v
+                  for k, v in out.extras.items()}
+        meta = {"signed": bool(self.method.signed), "class_specific": self.method.class_specific,
+                "resolution": self.method.resolution, "layout": layout.to_dict(), "seconds": seconds,
+                "adapter": self.adapter.family, **extras}
+        return Explanation(raw=raw.detach(), maps=normalise_maps(up.detach()), targets=used.detach(),
+                           logits=logits.detach(), method=self.method.name, params=self.method.get_params(),
+                           meta=meta)
+
+
+def explain(model: nn.Module, x: Tensor, method: str = "transformer_attribution", target: Any = None,
+            **params: Any) -> Explanation:
+    """One-call form of :class:`Explainer`: ``with Explainer(model, method, **params) as e: return e(x, target)``."""
+    with Explainer(model, method, **params) as explainer:
+        return explainer(x, target)

@@ -1,0 +1,18 @@
+"""Attribution methods, one module per family, registered by name in :data:`METHODS`."""
+
+from xvit.methods import attention, cam, chefer, gradient_attention, gradients, lrp  # noqa: F401 (register)
+from xvit.methods.base import METHODS, Attribution, Context, Method, register_method
+
+__all__ = ["METHODS", "Attribution", "Context", "Method", "register_method", "methods"]
+
+
+def methods() -> dict[str, dict]:
+    """Registered methods: name -> citation, signed, class_specific, resolution, cost in passes, parameters."""
+    out = {}
+    for name in METHODS:
+        cls = METHODS.get(name)
+        default = cls()
+        out[name] = {**METHODS.info(name), "signed": bool(default.signed), "class_specific": cls.class_specific,
+                     "resolution": cls.resolution, "params": default.get_params(),
+                     "summary": (cls.__doc__ or "").strip().split("\n")[0]}
+    return out

@@ -1,0 +1,107 @@
+"""The method contract and its registry.
+
+A method is one small class that registers itself with :func:`register_method`. It declares its
+parameters (keyword arguments of ``__init__`` with ``param_constraints``) and implements
+:meth:`Method.attribute`, which gets a :class:`Context` (adapter, layout, the recording helper) and the
+batch, and returns raw maps. :class:`xvit.Explainer` does the plumbing: validation, targets, the
+eager-attention context, batching B images x K targets, upsampling and normalisation.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from xvit.adapters.base import TokenLayout, ViTAdapter
+from xvit.capture import Recording, record
+from xvit.params import validate_params
+from xvit.registry import Registry
+
+
+@dataclass
+class Context:
+    """What a method may use: the model's adapter and the layout of the current input."""
+
+    adapter: ViTAdapter
+    layout: TokenLayout
+
+    def record(self, x: Tensor, targets: Tensor | None, **kwargs: Any) -> Recording:
+        """See :func:`xvit.capture.record`."""
+        return record(self.adapter, x, targets, **kwargs)
+
+
+@dataclass
+class Attribution:
+    """What :meth:`Method.attribute` returns for a flat batch of N = B·K rows.
+
+    ``raw`` is ``(N, h, w)`` (token methods) or ``(N, H, W)`` (pixel methods); ``logits`` ``(N, C)``;
+    ``targets`` ``(N,)``; ``extras`` per-row tensors or scalars that go to ``Explanation.meta``.
+    """
+
+    raw: Tensor
+    logits: Tensor
+    targets: Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(abc.ABC):
+    """Base class. Subclasses set the class attributes below and implement :meth:`attribute`."""
+
+    name: ClassVar[str] = ""
+    signed: ClassVar[bool] = False
+    class_specific: ClassVar[bool] = True
+    resolution: ClassVar[str] = "tokens"  # or "pixels"
+    param_constraints: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        defaults = self.default_params()
+        validate_params(self.name, params, self.param_constraints)
+        self.params = {**defaults, **params}
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        sig = inspect.signature(cls.__init__)
+        return {k: p.default for k, p in sig.parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+
+    def get_params(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def validate(self, ctx: Context) -> None:
+        """Check parameters against the model (e.g. ``start_layer`` < number of blocks)."""
+
+    @abc.abstractmethod
+    def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
+        """Raw maps for ``x`` (N rows) and ``targets`` (``(N,)``, or None for the predicted classes)."""
+
+
+METHODS: Registry[type[Method]] = Registry("method", "xvit.methods()")
+
+
+def register_method(name: str, *, citation: str, passes: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a :class:`Method` under ``name`` with its citation and cost in passes."""
+
+    def decorator(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS.add(name, cls, citation=citation, passes=passes)
+        return cls
+
+    return decorator
+
+
+def check_start_layer(method: Method, ctx: Context, key: str = "start_layer") -> int:
+    """Validate a block index parameter against the model's depth; negative indices count from the end."""
+    depth = len(ctx.adapter.blocks())
+    value = method.params[key]
+    index = value + depth if value < 0 else value
+    if not 0 <= index < depth:
+        from xvit.params import InvalidParameterError
+
+        raise InvalidParameterError(f"The {key!r} parameter of {method.name} must be a block index in "
+                                    f"[{-depth}, {depth}) for this {depth}-block model. Got {value!r} instead.")
+    return index

@@ -1,0 +1,6 @@
+"""The one relevance engine for all LRP-style rules: rules, composites and the canonical ViT graph."""
+
+from xvit.relevance.composites import COMPOSITES, Composite
+from xvit.relevance.engine import Propagation, propagate, vit_graph
+
+__all__ = ["COMPOSITES", "Composite", "Propagation", "propagate", "vit_graph"]

@@ -1,0 +1,115 @@
+"""The relevance engine: re-plays a ViT op by op with a composite's rules and propagates back.
+
+:func:`vit_graph` rebuilds the forward pass of any adapted ViT from its canonical parts (patch
+embedding, blocks, head) with every op routed through the composite, so the rules of every LRP-style
+method (Chefer's relprop, AttnLRP, CP-LRP) run through one graph. :func:`propagate` seeds the explained
+logit with a one-hot vector and returns the relevance at the start point and at the attention
+probabilities of the blocks asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from xvit.adapters.base import BlockParts, ViTAdapter
+from xvit.relevance.composites import Composite
+
+
+def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor]) -> Tensor:
+    B, T, D = z.shape
+    heads = p.num_heads
+    head_dim = p.qkv_weight.shape[0] // 3 // heads
+    skip, branch = c.clone(z)
+    qkv = c.linear(c.norm(branch, p.norm1), p.qkv_weight, p.qkv_bias)
+    q, k, v = qkv.reshape(B, T, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = c.qkv(q, k, v)
+    scores = c.scale(c.matmul(q, k.transpose(-2, -1)), lambda t: t * p.scale)
+    attn = c.softmax(scores, lambda t: t.softmax(-1))
+    attn_out.append(attn)
+    ctx = c.matmul(attn, v).transpose(1, 2).reshape(B, T, heads * head_dim)
+    o = c.linear(ctx, p.proj.weight, p.proj.bias)
+    if p.ls1 is not None:
+        o = c.scale(o, lambda t: t * p.ls1)
+    u = c.add(skip, o)
+    skip, branch = c.clone(u)
+    h = c.linear(c.norm(branch, p.norm2), p.fc1.weight, p.fc1.bias)
+    m = c.linear(c.act(h, p.act), p.fc2.weight, p.fc2.bias)
+    if p.ls2 is not None:
+        m = c.scale(m, lambda t: t * p.ls2)
+    return c.add(skip, m)
+
+
+def vit_graph(adapter: ViTAdapter, c: Composite, *, x: Tensor | None = None, z: Tensor | None = None,
+              start: int = 0, attn_out: list[Tensor] | None = None) -> Tensor:
+    """Logits of the adapted ViT computed with composite ``c``'s rules.
+
+    Starts from pixels ``x`` (then ``start`` must be 0) or from ``z``, the residual stream entering block
+    ``start``. Attention probabilities of blocks ``start..L-1`` are appended to ``attn_out``.
+    """
+    attn_out = [] if attn_out is None else attn_out
+    if x is not None:
+        emb = adapter.embed_parts()
+        proj = emb.proj
+        p = c.conv(x, proj.weight, proj.bias, tuple(proj.stride))
+        B, D, h, w = p.shape
+        u, pos = emb.prefix_and_pos(p.flatten(2).transpose(1, 2), (h, w))
+        z = c.add(u, pos)
+        num_prefix = u.shape[1] - h * w
+    else:
+        num_prefix = adapter.layout_prefix()
+    for i in range(start, len(adapter.blocks())):
+        z = _block(adapter.block_parts(i), c, z, attn_out)
+    head = adapter.head_parts()
+    if head.norm is not None:
+        z = c.norm(z, head.norm)
+    if head.pool == "avg":
+        pooled = [c.mean(z[:, num_prefix:])]
+    elif head.pool == "token_distilled":
+        pooled = [z[:, 0], z[:, 1]]
+    else:
+        pooled = [z[:, 0]]
+    if head.fc_norm is not None:
+        pooled = [c.norm(t, head.fc_norm) for t in pooled]
+    logits = [c.linear(t, lin.weight, lin.bias) for t, lin in zip(pooled, head.heads)]
+    if len(logits) == 1:
+        return logits[0]
+    return c.scale(c.add(logits[0], logits[1]), lambda t: t / 2)
+
+
+@dataclass
+class Propagation:
+    """Result of :func:`propagate`. Relevances are per sample; ``targets`` are the explained classes."""
+
+    logits: Tensor
+    targets: Tensor
+    start: Tensor
+    attention: dict[int, Tensor] = field(default_factory=dict)
+
+
+def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None, *, x: Tensor | None = None,
+              z: Tensor | None = None, start: int = 0, attention_blocks: Iterable[int] = ()) -> Propagation:
+    """Relevance of the explained logits at the start point (pixels or block input) and at attention.
+
+    The seed is the one-hot vector of each row's target (Chefer et al. 2021 start from relevance 1;
+    in the gradient convention this is the gradient of ``y_c``). In the ``gradient`` convention the
+    returned relevances are ``input * modified gradient``; in the ``relevance`` convention they are
+    the propagated relevance itself.
+    """
+    origin = (x if x is not None else z).detach().requires_grad_(True)
+    attn: list[Tensor] = []
+    with torch.enable_grad():
+        kwargs = {"x": origin} if x is not None else {"z": origin, "start": start}
+        logits = vit_graph(adapter, composite, attn_out=attn, **kwargs)
+        targets = logits.argmax(-1) if targets is None else targets.to(logits.device)
+        seed = torch.zeros_like(logits).scatter_(1, targets.view(-1, 1), 1.0)
+        blocks = sorted(set(attention_blocks))
+        wrt = [origin] + [attn[b - start] for b in blocks]
+        grads = torch.autograd.grad(logits, wrt, grad_outputs=seed)
+    if composite.convention == "gradient":
+        grads = [t.detach() * g for t, g in zip(wrt, grads)]
+    return Propagation(logits=logits.detach(), targets=targets, start=grads[0],
+                       attention=dict(zip(blocks, grads[1:])))
