@@ -111,7 +111,8 @@ def record(
             wrt += rec.attentions + list(rec.outputs.values())
         if input_grad:
             wrt.append(xin)
-        g = torch.autograd.grad(select_logits(logits, targets).sum(), wrt, allow_unused=True)
+        with torch.enable_grad():
+            g = torch.autograd.grad(select_logits(logits, targets).sum(), wrt, allow_unused=True)
         g = [torch.zeros_like(t) if gi is None else gi for t, gi in zip(wrt, g)]
         if grads:
             n_att = len(rec.attentions)

@@ -121,8 +121,7 @@ class IntegratedGradients(Method):
                  "arXiv:1706.03825, 2017", passes="n_samples x (F+B)")
 class SmoothGrad(Method):
     """Mean of a base attribution over noisy copies ``x + ε_k``, ``ε_k ~ N(0, σ²)``, summed over RGB
-    (Smilkov et al. 2017, Eq. 3). Noise is drawn in one call per batch, row-major by (image, sample), so a
-    given seed reproduces Captum's ``NoiseTunnel`` draws.
+    (Smilkov et al. 2017, Eq. 3). Every image draws its noise from a generator seeded with ``seed``.
 
     Args:
         n_samples: noisy copies per image.
@@ -134,6 +133,7 @@ class SmoothGrad(Method):
         internal_batch_size: rows per forward/backward pass.
     """
 
+    resolution = "pixels"
     param_constraints = {"n_samples": Interval(1, None, integer=True), "noise_level": Interval(0, None),
                          "stdevs": Nullable(Interval(0, None)),
                          "base": Options(("saliency", "gradient", "input_x_gradient")),
@@ -159,9 +159,15 @@ class SmoothGrad(Method):
             sigma = x.new_full((N,), float(p["stdevs"]))
         else:
             sigma = p["noise_level"] * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
-        std = sigma.repeat_interleave(n).view(-1, 1, 1, 1).expand(N * n, *x.shape[1:])
-        gen = torch.Generator(device=x.device).manual_seed(p["seed"])
-        noisy = x.repeat_interleave(n, 0) + torch.normal(0.0, std.contiguous(), generator=gen)
+        # Each image draws its noise from its own generator seeded with ``seed``, so a map does not depend on
+        # the batch it is computed in; for one image the draws equal Captum's NoiseTunnel after
+        # torch.manual_seed(seed).
+        noise = []
+        for i in range(N):
+            gen = torch.Generator(device=x.device).manual_seed(p["seed"])
+            std = sigma[i].expand(n, *x.shape[1:]).contiguous()
+            noise.append(torch.normal(0.0, std, generator=gen))
+        noisy = x.repeat_interleave(n, 0) + torch.cat(noise)
         grads = _input_grads(ctx, noisy, targets.repeat_interleave(n), p["internal_batch_size"])
         if p["base"] == "saliency":
             attr = grads.abs()

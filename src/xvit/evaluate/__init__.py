@@ -1,0 +1,52 @@
+"""Explanation-quality metrics: faithfulness, localisation and sanity (specs/evaluation.md).
+
+Each metric is a class with ``update(...)``/``compute()`` and a functional twin; both return a
+:class:`MetricResult`. ``metrics()`` lists the registered names, ``get_metric(name)`` returns the class.
+"""
+
+from xvit.evaluate.base import METRICS, Metric, MetricResult, get_metric, metrics
+from xvit.evaluate.conservation import Conservation, conservation_scores
+from xvit.evaluate.cost import Cost, measure_cost
+from xvit.evaluate.deletion import DeletionInsertion, deletion_insertion, rise_blur, tis_blur
+from xvit.evaluate.localisation import (
+    ClassSensitivity,
+    EnergyPointingGame,
+    PointingGame,
+    class_sensitivity,
+    energy_pointing_game,
+    pointing_game,
+)
+from xvit.evaluate.perturbation import Perturbation, perturbation_curve
+from xvit.evaluate.randomization import Randomization, randomization_curve, spearman, vit_randomization_units
+from xvit.evaluate.segmentation import Segmentation, average_precision, segmentation_scores
+
+__all__ = [
+    "METRICS",
+    "ClassSensitivity",
+    "Conservation",
+    "Cost",
+    "DeletionInsertion",
+    "EnergyPointingGame",
+    "Metric",
+    "MetricResult",
+    "Perturbation",
+    "PointingGame",
+    "Randomization",
+    "Segmentation",
+    "average_precision",
+    "class_sensitivity",
+    "conservation_scores",
+    "deletion_insertion",
+    "energy_pointing_game",
+    "get_metric",
+    "measure_cost",
+    "metrics",
+    "perturbation_curve",
+    "pointing_game",
+    "randomization_curve",
+    "rise_blur",
+    "segmentation_scores",
+    "spearman",
+    "tis_blur",
+    "vit_randomization_units",
+]

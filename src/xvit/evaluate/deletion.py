@@ -1,0 +1,214 @@
+"""Deletion / insertion curves (RISE protocol, evaluation.md §2).
+
+Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018,
+arXiv:1806.07421; reference eclique/RISE ``evaluation.py`` (``CausalMetric``, ``auc``, ``gkern``). The ``tis``
+preset follows aenglebert/Transformer_Input_Sampling ``metrics/deletion.py``, ``metrics/insertion.py``,
+``metrics/utils.py`` (Englebert et al., "Transformer Input Sampling", arXiv:2304.00621).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xvit.evaluate.base import (
+    CHANNEL_MEAN,
+    CHANNEL_STD,
+    METRICS,
+    Metric,
+    MetricResult,
+    black_value,
+    check_classes,
+    check_images,
+    check_maps,
+    param_error,
+    perturbed_outputs,
+    pixel_ranks,
+)
+from xvit.params import Interval, Nullable, Options
+
+__all__ = ["DeletionInsertion", "deletion_insertion", "rise_blur", "tis_blur"]
+
+# Substrate per (preset, mode) and whether the unperturbed start state (k = 0) is scored.
+_PRESETS = {
+    "rise": {"deletion": "mean", "insertion": "blur", "first_state": 0},
+    "tis": {"deletion": "blur", "insertion": "blur", "first_state": 1},
+}
+
+
+def rise_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+    """RISE's blur: ``conv2d`` with ``gkern(11, 5)`` per channel and zero padding (in normalised space).
+
+    ``gkern`` smooths a centred delta with ``scipy.ndimage.gaussian_filter`` (truncate 4, ``mode="reflect"``),
+    so the kernel is a 41-tap Gaussian folded back into 11×11 by reflection, not a renormalised truncated
+    one; it is rebuilt here in torch as the outer product of the folded 1-D kernel (it is separable).
+    """
+    radius = int(4.0 * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * offsets**2 / sigma**2)
+    weights = weights / weights.sum()
+    pos = torch.arange(kernel_size, dtype=torch.long)[:, None] + offsets.long()[None, :]
+    pos = pos % (2 * kernel_size)
+    pos = torch.where(pos >= kernel_size, 2 * kernel_size - 1 - pos, pos)  # scipy "reflect": dcba|abcd
+    k1 = (weights[None, :] * (pos == kernel_size // 2)).sum(1)
+    return _depthwise(x, torch.outer(k1, k1), padding="zeros")
+
+
+def tis_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+    """The TIS harness's blur: ``torchvision.transforms.functional.gaussian_blur`` (truncated, renormalised
+    Gaussian, reflect padding), rebuilt so torchvision is not needed. Needs ``H, W > kernel_size // 2``."""
+    half = (kernel_size - 1) * 0.5
+    pdf = torch.exp(-0.5 * (torch.linspace(-half, half, kernel_size) / sigma) ** 2)
+    k1 = pdf / pdf.sum()
+    return _depthwise(x, torch.outer(k1, k1), padding="reflect")
+
+
+def _depthwise(x: Tensor, kernel: Tensor, padding: str) -> Tensor:
+    c, k = x.shape[1], kernel.shape[0]
+    weight = kernel.to(dtype=x.dtype, device=x.device).expand(c, 1, k, k)
+    if padding == "reflect":
+        return F.conv2d(F.pad(x, [k // 2] * 4, mode="reflect"), weight, groups=c)
+    return F.conv2d(x, weight, padding=k // 2, groups=c)
+
+
+@METRICS.register("deletion_insertion", higher_is_better={"deletion": False, "insertion": True},
+                  inputs=("model", "x", "maps", "targets"),
+                  paper="Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box "
+                        "Models, BMVC 2018, arXiv:1806.07421")
+class DeletionInsertion(Metric):
+    """Deletion or insertion curve and its AUC (Petsiuk et al. 2018, arXiv:1806.07421; evaluation.md §2).
+
+    Pixels are ranked by the map (stable, descending). With ``s`` pixels per step and ``n = ⌈HW/s⌉`` steps,
+    state ``k`` replaces the first ``min(k·s, HW)`` ranked pixels (all channels) by the substrate (deletion)
+    or copies them from ``x`` into the substrate (insertion), and scores the softmax probability of the
+    explained class. ``AUC = trapz(scores, k/n)``, i.e. ``(Σ s_k − (s_first + s_last)/2) / n``; the mean over
+    images equals the AUC of the mean curve. Deletion: lower is better; insertion: higher.
+
+    Presets: ``"rise"`` (deletion substrate ``"mean"``, insertion ``"blur"`` = :func:`rise_blur`, states
+    ``k = 0..n``, ``s = 224``); ``"tis"`` (``"blur"`` = :func:`tis_blur` for both, states ``k = 1..n``,
+    ``s = ⌈HW/224⌉``). Substrates: ``"blur"``, ``"mean"`` (0 in normalised space, RISE's ``torch.zeros_like``)
+    and ``"black"`` (0 in ``[0, 1]`` space, needs ``mean``/``std``).
+
+    Cost: ``N·(n + 1)`` (``rise``) or ``N·n`` (``tis``) forward passes, 225 per image at 224×224 by default;
+    raise ``pixels_per_step`` or lower ``steps`` to trade resolution for time (RISE's batched run used
+    ``s = 224·8``).
+
+    Args:
+        mode: ``"deletion"`` or ``"insertion"``.
+        preset: ``"rise"`` or ``"tis"``.
+        substrate: ``None`` (preset default), ``"blur"``, ``"mean"`` or ``"black"``.
+        pixels_per_step: pixels changed per step; ``None`` for the preset default.
+        steps: number of steps ``n`` instead (``s = ⌈HW/n⌉``); at most one of the two.
+        mean: per-channel normalisation mean, needed by ``"black"``.
+        std: per-channel normalisation std, needed by ``"black"``.
+        batch_size: perturbed images per forward pass.
+
+    ``compute()``: ``value`` = ``scores.mean()`` = mean AUC; ``curves`` ``(N, S)`` probabilities at
+    ``curve_x = k/n``.
+    """
+
+    name = "deletion_insertion"
+    higher_is_better = None  # set per mode
+    param_constraints = {
+        "mode": Options(("deletion", "insertion")),
+        "preset": Options(("rise", "tis")),
+        "substrate": Nullable(Options(("blur", "mean", "black"))),
+        "pixels_per_step": Nullable(Interval(1, None, integer=True)),
+        "steps": Nullable(Interval(1, None, integer=True)),
+        "mean": Nullable(CHANNEL_MEAN),
+        "std": Nullable(CHANNEL_STD),
+        "batch_size": Interval(1, None, integer=True),
+    }
+
+    def __init__(self, *, mode: str = "deletion", preset: str = "rise", substrate: str | None = None,
+                 pixels_per_step: int | None = None, steps: int | None = None,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 batch_size: int = 64) -> None:
+        super().__init__(mode=mode, preset=preset, substrate=substrate, pixels_per_step=pixels_per_step,
+                         steps=steps, mean=mean, std=std, batch_size=batch_size)
+        if pixels_per_step is not None and steps is not None:
+            raise param_error(self.name, "steps", "cannot be set together with 'pixels_per_step'. Give one.")
+        self._substrate = substrate or _PRESETS[preset][mode]
+        if self._substrate == "black" and (mean is None or std is None):
+            raise param_error(self.name, "mean", "and 'std' are needed by substrate='black'. Pass the "
+                              "checkpoint's normalisation.")
+
+    def reset(self) -> None:
+        super().reset()
+        self._curve_x: Tensor | None = None
+
+    def _counts(self, hw: int) -> tuple[Tensor, Tensor]:
+        if self.pixels_per_step is not None:
+            s = self.pixels_per_step
+        elif self.steps is not None:
+            s = math.ceil(hw / self.steps)
+        else:
+            s = 224 if self.preset == "rise" else math.ceil(hw / 224)
+        n = math.ceil(hw / s)
+        ks = torch.arange(_PRESETS[self.preset]["first_state"], n + 1)
+        return (ks * s).clamp(max=hw), ks / n
+
+    def forward_passes_per_image(self, height: int, width: int) -> int:
+        """Model forward passes per image: the number of scored states for ``height × width`` images."""
+        return self._counts(height * width)[0].numel()
+
+    def _substrate_of(self, x: Tensor) -> Tensor:
+        if self._substrate == "blur" and self.preset == "tis":
+            if min(x.shape[2:]) <= 5:
+                raise ValueError(f"The tis blur pads by reflection and needs images larger than 5 px; got "
+                                 f"{tuple(x.shape[2:])}. Use substrate='mean' or preset='rise'.")
+            return tis_blur(x)
+        if self._substrate == "blur":
+            return rise_blur(x)
+        if self._substrate == "mean":
+            return torch.zeros_like(x)
+        return black_value(self.mean, self.std, x).expand_as(x)
+
+    def update(self, model: Any, x: Tensor, maps: Tensor, targets: Tensor) -> None:
+        """Score one batch along the deletion or insertion path.
+
+        Args:
+            model: callable mapping ``(B, C, H, W)`` normalised images to logits ``(B, classes)``.
+            x: ``(B, C, H, W)`` normalised images.
+            maps: ``(B, H, W)`` maps at input resolution.
+            targets: ``(B,)`` explained classes (RISE uses the clean top-1 class, the same when explaining
+                the prediction).
+        """
+        check_images(x)
+        check_maps(maps, tuple(x.shape))
+        check_classes(targets, x.shape[0], "targets")
+        counts, curve_x = self._counts(x.shape[2] * x.shape[3])
+        if self._curve_x is not None and not torch.equal(curve_x, self._curve_x):
+            raise ValueError(f"{self.name}: this batch has {curve_x.numel()} states but earlier batches had "
+                             f"{self._curve_x.numel()}; accumulate images of one size, or fix 'steps'.")
+        self._curve_x = curve_x
+        substrate = self._substrate_of(x)
+        maps = maps.to(x.device)
+        changed, kept = (substrate, x) if self.mode == "deletion" else (x, substrate)
+        targets = targets.to(x.device)
+
+        def prob_of_target(logits: Tensor, img: Tensor) -> Tensor:
+            return logits.float().softmax(1).gather(1, targets[img, None])[:, 0]
+
+        probs = perturbed_outputs(model, x, pixel_ranks(maps), counts, changed, kept, prob_of_target,
+                                  self.batch_size)
+        self._forward_passes += probs.numel()
+        self._append(probs=probs)
+
+    def compute(self) -> MetricResult:
+        curves = self._cat("probs").cpu()
+        scores = torch.trapezoid(curves, self._curve_x.to(curves.dtype), dim=1)
+        return self._result(scores, higher_is_better=self.mode == "insertion",
+                            summary={"auc": float(scores.mean()), "substrate": self._substrate},
+                            curves=curves, curve_x=self._curve_x)
+
+
+def deletion_insertion(model: Any, x: Tensor, maps: Tensor, targets: Tensor, **params: Any) -> MetricResult:
+    """Functional twin of :class:`DeletionInsertion` (one ``update`` and ``compute``)."""
+    metric = DeletionInsertion(**params)
+    metric.update(model, x, maps, targets)
+    return metric.compute()

@@ -1,0 +1,135 @@
+"""Positive / negative perturbation test of Chefer et al. 2021 (evaluation.md §1).
+
+Chefer, Gur & Wolf, "Transformer Interpretability Beyond Attention Visualization", CVPR 2021,
+arXiv:2012.09838; reference hila-chefer/Transformer-Explainability,
+``baselines/ViT/pertubation_eval_from_hdf5.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from xvit.evaluate.base import (
+    CHANNEL_MEAN,
+    CHANNEL_STD,
+    METRICS,
+    Check,
+    Metric,
+    MetricResult,
+    black_value,
+    check_classes,
+    check_images,
+    check_maps,
+    perturbed_outputs,
+    pixel_ranks,
+)
+from xvit.params import Interval, Options
+
+__all__ = ["Perturbation", "perturbation_curve"]
+
+_CHEFER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _is_fractions(v: Any) -> bool:
+    return (isinstance(v, tuple) and len(v) > 0
+            and all(isinstance(p, float) and 0 < p <= 1 for p in v)
+            and all(v[i] < v[i + 1] for i in range(len(v) - 1)))
+
+
+@METRICS.register("perturbation", higher_is_better={"positive": False, "negative": True},
+                  inputs=("model", "x", "maps", "labels", "targets"),
+                  paper="Chefer et al., Transformer Interpretability Beyond Attention Visualization, "
+                        "CVPR 2021, arXiv:2012.09838")
+class Perturbation(Metric):
+    """Positive/negative perturbation test (Chefer et al. 2021, arXiv:2012.09838; evaluation.md §1).
+
+    For each fraction ``p`` the ``int(p·H·W)`` pixels ranked highest by the map (``mode="positive"``) or
+    by ``−map`` (``"negative"``) are set to black in all channels (``(0 − mean)/std`` in normalised space)
+    and the image is classified. The curve is top-1 correctness against ``labels`` (and, if given, against
+    ``targets``) with the clean image at ``p = 0``; ``AUC = 100·trapz(y, x)`` with ``x = (0, fractions…)``.
+    Per-image AUCs average to the dataset AUC because the trapezoid is linear. Positive: lower is better;
+    negative: higher.
+
+    Cost: ``N·(len(fractions) + 1)`` forward passes.
+
+    Args:
+        mean: per-channel normalisation mean of the checkpoint.
+        std: per-channel normalisation std of the checkpoint.
+        mode: ``"positive"`` (remove most relevant first) or ``"negative"`` (least relevant first).
+        fractions: increasing fractions of pixels removed; default ``(0.1, …, 0.9)``.
+        batch_size: perturbed images per forward pass.
+
+    ``compute()``: ``value`` = ``scores.mean()`` = AUC vs ``labels``; ``curves`` ``(N, S)`` 0/1 correctness;
+    ``per_image["curves_target"]`` and ``summary["auc_target"]`` when ``targets`` were given.
+    """
+
+    name = "perturbation"
+    higher_is_better = None  # set per mode
+    param_constraints = {
+        "mean": CHANNEL_MEAN,
+        "std": CHANNEL_STD,
+        "mode": Options(("positive", "negative")),
+        "fractions": Check(_is_fractions, "an increasing tuple of floats in (0, 1]"),
+        "batch_size": Interval(1, None, integer=True),
+    }
+
+    def __init__(self, *, mean: tuple[float, ...], std: tuple[float, ...], mode: str = "positive",
+                 fractions: tuple[float, ...] = _CHEFER_FRACTIONS, batch_size: int = 64) -> None:
+        super().__init__(mean=mean, std=std, mode=mode, fractions=fractions, batch_size=batch_size)
+
+    def forward_passes_per_image(self, height: int, width: int) -> int:
+        """Model forward passes per image (clean image plus one per fraction)."""
+        return len(self.fractions) + 1
+
+    def update(self, model: Any, x: Tensor, maps: Tensor, labels: Tensor,
+               targets: Tensor | None = None) -> None:
+        """Perturb and classify one batch.
+
+        Args:
+            model: callable mapping ``(B, C, H, W)`` normalised images to logits ``(B, classes)``.
+            x: ``(B, C, H, W)`` normalised images.
+            maps: ``(B, H, W)`` maps at input resolution (signed allowed).
+            labels: ``(B,)`` ground-truth classes.
+            targets: optional ``(B,)`` explained classes for a second curve.
+        """
+        check_images(x)
+        check_maps(maps, tuple(x.shape))
+        check_classes(labels, x.shape[0], "labels")
+        if targets is not None:
+            check_classes(targets, x.shape[0], "targets")
+        hw = x.shape[2] * x.shape[3]
+        # int(p·HW) with Python floats, exactly as the reference's torch.topk(vis, int(base_size * p)).
+        counts = torch.tensor([0] + [int(hw * p) for p in self.fractions], device=x.device)
+        maps = maps.to(x.device)
+        ranks = pixel_ranks(maps if self.mode == "positive" else -maps)
+        black = black_value(self.mean, self.std, x).expand_as(x)
+        preds = perturbed_outputs(model, x, ranks, counts, black, x,
+                                  lambda logits, img: logits.argmax(1), self.batch_size)
+        self._forward_passes += preds.numel()
+        self._append(correct=(preds == labels.to(preds.device)[:, None]).float())
+        if targets is not None:
+            self._append(correct_target=(preds == targets.to(preds.device)[:, None]).float())
+
+    def compute(self) -> MetricResult:
+        xs = torch.tensor((0.0, *self.fractions))
+        curves = self._cat("correct").cpu()
+        scores = 100 * torch.trapezoid(curves, xs, dim=1)
+        summary = {"auc": float(scores.mean()), "clean_accuracy": float(curves[:, 0].mean())}
+        per_image = {}
+        if self._has("correct_target"):
+            curves_target = self._cat("correct_target").cpu()
+            per_image["curves_target"] = curves_target
+            summary["auc_target"] = float(100 * torch.trapezoid(curves_target.mean(0), xs))
+        return self._result(scores, higher_is_better=self.mode == "negative", summary=summary, curves=curves,
+                            curve_x=xs, per_image=per_image)
+
+
+def perturbation_curve(model: Any, x: Tensor, maps: Tensor, labels: Tensor, targets: Tensor | None = None,
+                       **params: Any) -> MetricResult:
+    """Functional twin of :class:`Perturbation` (one ``update`` and ``compute``)."""
+    metric = Perturbation(**params)
+    metric.update(model, x, maps, labels, targets)
+    return metric.compute()

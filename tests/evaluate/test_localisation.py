@@ -1,0 +1,103 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xvit.evaluate import PointingGame, class_sensitivity, energy_pointing_game, pointing_game
+
+from .stubs import data
+
+
+def _point_and_mask(point, mask_pixel, size=10):
+    maps = torch.zeros(1, size, size)
+    maps[0, point[0], point[1]] = 1.0
+    masks = torch.zeros(1, size, size, dtype=torch.bool)
+    masks[0, mask_pixel[0], mask_pixel[1]] = True
+    return maps, masks
+
+
+@pytest.mark.parametrize(("tol", "hit"), [(0, 0.0), (4, 0.0), (4.01, 1.0), (15, 1.0)])
+def test_tolerance_is_a_strict_disc(tol, hit):
+    maps, masks = _point_and_mask((2, 2), (2, 6))  # distance exactly 4
+    assert pointing_game(maps, masks, torch.tensor([0]), tol=tol).scores.item() == hit
+
+
+def test_diagonal_distance_is_euclidean():
+    maps, masks = _point_and_mask((2, 2), (5, 6))  # distance 5
+    assert pointing_game(maps, masks, torch.tensor([0]), tol=5).scores.item() == 0.0
+    assert pointing_game(maps, masks, torch.tensor([0]), tol=5.1).scores.item() == 1.0
+
+
+def test_any_tied_maximum_may_hit():
+    maps, masks = _point_and_mask((0, 0), (9, 9))
+    maps[0, 9, 9] = 1.0
+    assert pointing_game(maps, masks, torch.tensor([0]), tol=0).scores.item() == 1.0
+
+
+def test_per_class_mean_and_exclusions():
+    maps = torch.zeros(5, 4, 4)
+    maps[:, 0, 0] = 1.0
+    masks = torch.zeros(5, 4, 4, dtype=torch.bool)
+    masks[0, 0, 0] = masks[2, 0, 0] = True  # hits
+    masks[1, 3, 3] = True  # miss
+    masks[4] = True  # covers the image: excluded with max_overlap = 0.5; image 3 has an empty mask
+    r = pointing_game(maps, masks, torch.tensor([0, 0, 1, 1, 2]), tol=0, max_overlap=0.5)
+    assert r.scores[:3].tolist() == [1.0, 0.0, 1.0] and math.isnan(r.scores[3]) and math.isnan(r.scores[4])
+    assert r.value == pytest.approx((0.5 + 1.0) / 2)  # classes 0 and 1 only
+    assert r.summary["image_mean"] == pytest.approx(2 / 3) and r.summary["excluded"] == 2
+    assert r.n == 3
+
+
+def test_matches_quantus_pointing_game():
+    quantus = pytest.importorskip("quantus")
+    d = data(n=12, size=8)
+    maps = (d["maps"] * 2).round()  # coarse values: several maxima per image
+    masks = d["masks"]
+    q = quantus.PointingGame(normalise=False, abs=False, disable_warnings=True)
+    ref = q(model=None, x_batch=d["x"].numpy(), y_batch=d["labels"].numpy(), a_batch=maps[:, None].numpy(),
+            s_batch=masks[:, None].numpy().astype(float), channel_first=True)
+    ours = pointing_game(maps, masks, d["labels"], tol=0)  # tol 0: the maximal pixel itself, as Quantus
+    assert ours.scores.tolist() == [float(h) for h in ref]
+    assert 0 < ours.mean < 1
+
+
+def test_energy_hand_computed():
+    maps = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])  # min-max -> [0, 1/3, 2/3, 1], sum 2
+    masks = torch.tensor([[[False, False], [False, True]]])
+    assert energy_pointing_game(maps, masks).value == pytest.approx(0.5)
+    assert energy_pointing_game(-maps, masks).value == pytest.approx(0.5)  # |.| for signed maps
+    assert energy_pointing_game(maps, masks, normalise=False).value == pytest.approx(0.5)
+    big = torch.tensor([[[False, True], [True, True]]])  # 75 % of the image
+    assert math.isnan(energy_pointing_game(maps, big).value)
+    assert energy_pointing_game(maps, big, max_overlap=None).value == pytest.approx(1.0)
+
+
+def test_energy_matches_quantus_attribution_localisation():
+    quantus = pytest.importorskip("quantus")
+    d = data(n=8, size=8)
+    maps = d["maps"].clone()
+    maps.view(8, -1)[:, 0] = 0.0  # min |map| = 0, so min-max normalisation is a pure rescaling
+    q = quantus.AttributionLocalisation(abs=True, normalise=False, disable_warnings=True)
+    ref = q(model=None, x_batch=d["x"].numpy(), y_batch=d["labels"].numpy(), a_batch=maps[:, None].numpy(),
+            s_batch=d["masks"][:, None].numpy().astype(float), channel_first=True)
+    ours = energy_pointing_game(maps, d["masks"], max_overlap=None)
+    np.testing.assert_allclose(ours.scores.numpy(), np.asarray(ref, dtype=np.float64), rtol=1e-5, atol=1e-6)
+
+
+def test_class_sensitivity_hand_computed():
+    maps_a = torch.tensor([[[4.0, 0.0], [1.0, 0.0]]])  # min-max -> [1, 0, .25, 0]
+    maps_b = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])  # min-max -> [0, 0, 1, 0]
+    masks_a = torch.tensor([[[True, False], [False, False]]])
+    masks_b = torch.tensor([[[False, False], [True, False]]])
+    r = class_sensitivity(maps_a, maps_b, masks_a, masks_b)
+    assert r.per_image["score_a"].item() == pytest.approx(0.8)  # 1 / (1 + .25)
+    assert r.per_image["score_b"].item() == pytest.approx(1.0)
+    assert r.value == pytest.approx(0.9)
+    swapped = class_sensitivity(maps_b, maps_a, masks_a, masks_b)
+    assert swapped.value == pytest.approx(0.1)  # each map on the other object
+
+
+def test_pointing_game_rejects_float_masks():
+    with pytest.raises(ValueError, match="bool"):
+        PointingGame().update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), torch.tensor([0]))
