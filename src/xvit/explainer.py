@@ -64,7 +64,9 @@ class Explainer:
                         {"batch_size": Nullable(Interval(1, None, integer=True))})
         self.model = model
         self.adapter = get_adapter(model)
-        self.method = METHODS.get(method)(**params)
+        cls = METHODS.get(method)
+        validate_params(method, params, cls.param_constraints)  # before __init__, to name unknown keys
+        self.method = cls(**params)
         self.batch_size = batch_size
         self._stack: contextlib.ExitStack | None = None
 

@@ -72,7 +72,7 @@ class IntegratedGradients(Method):
 
     Args:
         n_steps: number of integration nodes.
-        method: "gausslegendre" (Captum's default) or "riemann_trapezoid".
+        approximation: "gausslegendre" (Captum's ``method`` default) or "riemann_trapezoid".
         baseline: "zero" (normalised 0, Captum's default), "black" (pixel 0 under the model's
             normalisation) or "blur" (Gaussian, 11x11, σ = 5).
         internal_batch_size: rows per forward/backward pass.
@@ -81,17 +81,18 @@ class IntegratedGradients(Method):
     signed = True
     resolution = "pixels"
     param_constraints = {"n_steps": Interval(1, None, integer=True),
-                         "method": Options(("gausslegendre", "riemann_trapezoid")),
+                         "approximation": Options(("gausslegendre", "riemann_trapezoid")),
                          "baseline": Options(("zero", "black", "blur")),
                          "internal_batch_size": Interval(1, None, integer=True)}
 
-    def __init__(self, *, n_steps: int = 50, method: str = "gausslegendre", baseline: str = "zero",
+    def __init__(self, *, n_steps: int = 50, approximation: str = "gausslegendre", baseline: str = "zero",
                  internal_batch_size: int = 64) -> None:
-        super().__init__(n_steps=n_steps, method=method, baseline=baseline, internal_batch_size=internal_batch_size)
+        super().__init__(n_steps=n_steps, approximation=approximation, baseline=baseline,
+                         internal_batch_size=internal_batch_size)
 
     def _nodes(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.params["n_steps"]
-        if self.params["method"] == "gausslegendre":
+        if self.params["approximation"] == "gausslegendre":
             nodes, weights = np.polynomial.legendre.leggauss(n)
             return 0.5 * (nodes + 1), 0.5 * weights
         if n == 1:

@@ -1,0 +1,97 @@
+"""Relevance rules against slow textbook versions, and conservation properties."""
+
+import pytest
+import torch
+
+import xvit
+from tests.tiny_models import make
+from xvit.adapters import get_adapter
+from xvit.capture import record
+from xvit.relevance import COMPOSITES, propagate
+from xvit.relevance.rules import AlphaBeta, HalfBilinear, ZAdd, safe_divide
+
+
+def _relevance(fn, inputs, r):
+    inputs = [t.clone().requires_grad_(True) for t in inputs]
+    out = fn(*inputs)
+    return torch.autograd.grad(out, inputs, grad_outputs=r)
+
+
+@pytest.mark.parametrize("conservative", [True, False])
+def test_alpha_beta_matches_the_sum_formula(conservative):
+    torch.manual_seed(0)
+    x, w, r = torch.randn(2, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 3,
+                                                                                                         dtype=torch.float64)
+    (ours,) = _relevance(lambda t: AlphaBeta(conservative)(t, w, None), [x], r)
+    expect = torch.zeros_like(x)
+    for b in range(2):
+        for k in range(3):
+            pos = [max(x[b, j], 0) * max(w[k, j], 0) for j in range(5)]
+            neg = [min(x[b, j], 0) * min(w[k, j], 0) for j in range(5)]
+            zp, zn = sum(pos), sum(neg)
+            for j in range(5):
+                if conservative:
+                    expect[b, j] += (pos[j] + neg[j]) * r[b, k] / (zp + zn + 1e-9)
+                else:
+                    expect[b, j] += pos[j] * r[b, k] / (zp + 1e-9) + neg[j] * r[b, k] / (zn + 1e-9)
+    torch.testing.assert_close(ours, expect)
+    if conservative:
+        torch.testing.assert_close(ours.sum(1), r.sum(1), rtol=1e-6, atol=1e-9)
+
+
+def test_rescaled_add_conserves_per_sample_and_keeps_the_ratio():
+    torch.manual_seed(1)
+    a, b, r = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(
+        2, 4, 3, dtype=torch.float64)
+    ra, rb = _relevance(ZAdd(rescale=True), [a, b], r)
+    za, zb = _relevance(ZAdd(rescale=False), [a, b], r)
+    torch.testing.assert_close((ra + rb).sum(dim=(1, 2)), r.sum(dim=(1, 2)))
+    ratio = za.sum(dim=(1, 2)).abs() / zb.sum(dim=(1, 2)).abs()
+    torch.testing.assert_close(ra.sum(dim=(1, 2)).abs() / rb.sum(dim=(1, 2)).abs(), ratio)
+
+
+def test_half_bilinear_is_half_the_z_rule():
+    torch.manual_seed(2)
+    a, b = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 4, 5, dtype=torch.float64)
+    r = torch.randn(2, 3, 5, dtype=torch.float64)
+    ra, rb = _relevance(HalfBilinear(), [a, b], r)
+    s = safe_divide(r, a @ b)
+    expect_a = torch.einsum("bik,bkj,bij->bik", a, b, s) / 2
+    expect_b = torch.einsum("bik,bkj,bij->bkj", a, b, s) / 2
+    torch.testing.assert_close(ra, expect_a)
+    torch.testing.assert_close(rb, expect_b)
+
+
+def test_chefer_conservative_rules_conserve_relevance_through_every_block():
+    model = make("xvit").double()
+    adapter = get_adapter(model)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    for start in range(len(adapter.blocks())):
+        rec = record(adapter, x, None, block_inputs=(start,))
+        prop = propagate(adapter, COMPOSITES.get("chefer2021")(), rec.targets, z=rec.block_inputs[start],
+                         start=start)
+        torch.testing.assert_close(prop.start.sum(dim=(1, 2)), torch.ones(3, dtype=torch.float64), rtol=1e-6,
+                                   atol=1e-8)
+
+
+def test_attnlrp_gamma_changes_the_map_not_the_logits():
+    model = make("xvit")
+    x = torch.randn(2, 3, 32, 32)
+    plain = xvit.explain(model, x, "attnlrp", target=1)
+    gamma = xvit.explain(model, x, "attnlrp", target=1, conv_gamma=0.25, linear_gamma=0.05)
+    torch.testing.assert_close(plain.logits, gamma.logits)
+    assert (plain.raw - gamma.raw).abs().max() > 1e-3 * plain.raw.abs().max()
+
+
+def test_cp_lrp_without_mlp_and_bias_terms_conserves_the_logit():
+    """With the identity rule on GELU, σ held constant and attention constant, gradient x input is
+    conservative except where biases, the class token and position embeddings absorb relevance; with
+    all of those zeroed the input relevance equals the explained logit."""
+    model = make("xvit")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or name in ("cls_token", "pos_embed"):
+                p.zero_()
+    x = torch.randn(2, 3, 32, 32)
+    e = xvit.explain(model, x, "cp_lrp", target=2)
+    torch.testing.assert_close(e.meta["relevance_sum"], e.meta["explained_logit"], rtol=1e-3, atol=1e-4)
