@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xvit.adapters import get_adapter
+from xvit.data.images import warn_if_unnormalised
 from xvit.methods import METHODS
 from xvit.methods.base import Attribution, Context
+from xvit.models import preprocessing_for
 from xvit.params import Interval, Nullable, validate_params
 from xvit.result import Explanation
 from xvit.targets import resolve_targets
@@ -97,6 +99,7 @@ class Explainer:
         if param is not None and (x.dtype != param.dtype or x.device != param.device):
             raise ValueError(f"The input is {x.dtype} on {x.device} but the model is {param.dtype} on "
                              f"{param.device}; move one to the other, e.g. x.to(next(model.parameters())).")
+        warn_if_unnormalised(x, preprocessing_for(self.model))
 
     def _run(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         step = self.batch_size or x.shape[0]

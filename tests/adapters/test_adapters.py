@@ -107,3 +107,11 @@ def test_timm_spec_offline_fails_with_a_clear_message():
 def test_bad_targets(target, err, match):
     with pytest.raises(err, match=match):
         xvit.explain(make("xvit"), torch.randn(2, 3, 32, 32), "gradcam", target=target)
+
+
+def test_unnormalised_input_gets_a_warning():
+    model = make("xvit")
+    with pytest.warns(UserWarning, match="unscaled 0-255 pixels"):
+        xvit.explain(model, torch.rand(1, 3, 32, 32) * 255, "rollout")
+    with pytest.warns(UserWarning, match="All input values lie in \\[0, 1\\]"):
+        xvit.explain(model, torch.rand(1, 3, 32, 32), "rollout")
