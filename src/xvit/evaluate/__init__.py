@@ -7,6 +7,7 @@ Each metric is a class with ``update(...)``/``compute()`` and a functional twin;
 from xvit.evaluate.base import METRICS, Metric, MetricResult, get_metric, metrics
 from xvit.evaluate.conservation import Conservation, conservation_scores
 from xvit.evaluate.cost import Cost, measure_cost
+from xvit.evaluate.datasets import DataSpecError, EvalBatch, EvalDataset, load_dataset
 from xvit.evaluate.deletion import DeletionInsertion, deletion_insertion, rise_blur, tis_blur
 from xvit.evaluate.localisation import (
     ClassSensitivity,
@@ -18,33 +19,43 @@ from xvit.evaluate.localisation import (
 )
 from xvit.evaluate.perturbation import Perturbation, perturbation_curve
 from xvit.evaluate.randomization import Randomization, randomization_curve, spearman, vit_randomization_units
+from xvit.evaluate.runner import METRIC_NAMES, EvaluationResult, add_evaluate_arguments, evaluate, run_evaluate
 from xvit.evaluate.segmentation import Segmentation, average_precision, segmentation_scores
 
 __all__ = [
     "METRICS",
+    "METRIC_NAMES",
     "ClassSensitivity",
     "Conservation",
     "Cost",
+    "DataSpecError",
     "DeletionInsertion",
     "EnergyPointingGame",
+    "EvalBatch",
+    "EvalDataset",
+    "EvaluationResult",
     "Metric",
     "MetricResult",
     "Perturbation",
     "PointingGame",
     "Randomization",
     "Segmentation",
+    "add_evaluate_arguments",
     "average_precision",
     "class_sensitivity",
     "conservation_scores",
     "deletion_insertion",
     "energy_pointing_game",
+    "evaluate",
     "get_metric",
+    "load_dataset",
     "measure_cost",
     "metrics",
     "perturbation_curve",
     "pointing_game",
     "randomization_curve",
     "rise_blur",
+    "run_evaluate",
     "segmentation_scores",
     "spearman",
     "tis_blur",

@@ -1,0 +1,147 @@
+"""Evaluation data specs: xvit-shapes, image folders (write_shapes layout and generic) and gtsegs_ijcv.mat."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xvit.data import make_shapes, write_shapes
+from xvit.evaluate.datasets import DataSpecError, load_dataset
+from xvit.models import Preprocessing
+
+PREP = Preprocessing(size=(32, 32))
+
+
+def _normalise(images_uint8: torch.Tensor) -> torch.Tensor:
+    return (images_uint8.float() / 255 - 0.5) / 0.5
+
+
+def test_shapes_spec_renders_at_the_model_size_with_labels_and_masks():
+    data = load_dataset("xvit-shapes:single:test:5", size=(32, 32))
+    ref = make_shapes("single", 5, size=32, split="test")
+    assert len(data) == 5 and not data.pair and data.has_masks
+    assert torch.equal(data.labels, ref.labels)
+    batch = data.load([1, 3], PREP)
+    assert batch.x.shape == (2, 3, 32, 32) and batch.masks.shape == (2, 32, 32)
+    assert torch.allclose(batch.x, _normalise(ref.images[[1, 3]]))
+    assert torch.equal(batch.masks, ref.masks[[1, 3]])
+    assert batch.ids == ["shapes:single:test:1", "shapes:single:test:3"]
+    assert len(load_dataset("xvit-shapes:pair:val", size=(32, 32), limit=3)) == 3
+
+
+@pytest.mark.parametrize("spec", ["xvit-shapes:single", "xvit-shapes:blob:test", "xvit-shapes:single:test:0",
+                                  "xvit-shapes:single:test:x", "/no/such/folder"])
+def test_bad_specs_raise_a_message_that_names_the_forms(spec):
+    with pytest.raises(DataSpecError, match="xvit-shapes"):
+        load_dataset(spec)
+
+
+def test_write_shapes_folder_single_and_pair(tmp_path):
+    write_shapes("single", 3, tmp_path / "single", size=32)
+    data = load_dataset(tmp_path / "single")
+    ref = make_shapes("single", 3, size=32, split="test")
+    batch = data.load(range(3), PREP)
+    assert torch.equal(data.labels, ref.labels) and data.class_names == ref.class_names
+    assert torch.equal(batch.masks, ref.masks) and torch.allclose(batch.x, _normalise(ref.images))
+    assert data.info["variant"] == "single"
+
+    write_shapes("pair", 2, tmp_path / "pair", size=32)
+    pair = load_dataset(tmp_path / "pair")
+    ref = make_shapes("pair", 2, size=32, split="test")
+    assert pair.pair and torch.equal(pair.labels, ref.labels)
+    assert torch.equal(pair.load([0, 1], PREP).masks, ref.masks)
+
+
+def test_folder_is_resized_bilinear_for_images_and_nearest_for_masks(tmp_path):
+    write_shapes("single", 2, tmp_path, size=48)
+    batch = load_dataset(tmp_path).load([0, 1], PREP)
+    image = Image.open(tmp_path / "images" / "000001.png").convert("RGB").resize((32, 32), Image.BILINEAR)
+    mask = Image.open(tmp_path / "masks" / "000001.png").resize((32, 32), Image.NEAREST)
+    assert torch.allclose(batch.x[1], _normalise(torch.from_numpy(np.array(image)).permute(2, 0, 1)))
+    assert torch.equal(batch.masks[1], torch.from_numpy(np.asarray(mask) > 0))
+
+
+def test_generic_folders_class_subfolders_and_manifest_names(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "classes"
+    for cls in ("dog", "cat"):
+        (root / cls).mkdir(parents=True)
+        (root / "masks" / cls).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / cls / f"{cls}{k}.jpg")
+            Image.fromarray((rng.random((20, 24)) > 0.5).astype(np.uint8)).save(root / "masks" / cls / f"{cls}{k}.png")
+    data = load_dataset(root)
+    assert data.class_names == ["cat", "dog"] and data.labels.tolist() == [0, 0, 1, 1] and data.has_masks
+    assert data.ids[0] == "cat/cat0.jpg" and data.load([0], PREP).masks.shape == (1, 32, 32)
+
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(flat / "images" / f"im{k}.png")
+    (flat / "manifest.json").write_text(json.dumps({"items": [
+        {"file": "images/im0.png", "label": "zebra"}, {"file": "images/im1.png", "label": "ant"},
+        {"file": "images/im2.png", "label": "zebra"}]}))
+    data = load_dataset(flat)
+    assert data.class_names == ["ant", "zebra"] and data.labels.tolist() == [1, 0, 1] and not data.has_masks
+    assert data.load([2], PREP).masks is None
+
+    (flat / "masks").mkdir()
+    Image.fromarray(np.ones((16, 16), np.uint8)).save(flat / "masks" / "im0.png")
+    (flat / "manifest.json").unlink()
+    with pytest.raises(DataSpecError, match="masks for 1 of 3 images"):
+        load_dataset(flat)
+
+
+def _write_gtsegs(path, images, masks):
+    """A file in the layout of gtsegs_ijcv.mat (MATLAB v7.3): value/img and value/gt hold object references;
+    arrays are stored transposed (MATLAB is column-major) and each gt is a 1x1 cell of references."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        refs = f.create_group("#refs#")
+        img_refs = np.empty((len(images), 1), dtype=h5py.ref_dtype)
+        gt_refs = np.empty((len(images), 1), dtype=h5py.ref_dtype)
+        for i, (img, mask) in enumerate(zip(images, masks)):
+            img_refs[i, 0] = refs.create_dataset(f"img{i}", data=img.transpose(2, 1, 0)).ref
+            gt = refs.create_dataset(f"gt{i}", data=mask.astype(np.uint8).T)
+            cell = refs.create_dataset(f"cell{i}", data=np.array([[gt.ref]], dtype=h5py.ref_dtype))
+            gt_refs[i, 0] = cell.ref
+        f.create_dataset("value/img", data=img_refs)
+        f.create_dataset("value/gt", data=gt_refs)
+
+
+def test_gtsegs_reader_orientation_and_resizing(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)]
+    masks = [np.zeros((20, 28), bool), rng.random((32, 32)) > 0.5]
+    masks[0][2:9, 3:20] = True  # asymmetric: a transposed read would not match
+    path = tmp_path / "gtsegs_ijcv.mat"
+    _write_gtsegs(path, images, masks)
+    data = load_dataset(path)
+    assert len(data) == 2 and data.labels is None and data.has_masks and data.ids == ["gtsegs:0", "gtsegs:1"]
+    batch = data.load([0, 1], PREP)
+    expected = np.array(Image.fromarray(images[0]).resize((32, 32), Image.BILINEAR))
+    assert torch.allclose(batch.x[0], _normalise(torch.from_numpy(expected).permute(2, 0, 1)))
+    expected_mask = np.asarray(Image.fromarray(masks[0].astype(np.uint8)).resize((32, 32), Image.NEAREST)) > 0
+    assert torch.equal(batch.masks[0], torch.from_numpy(expected_mask))
+    assert torch.allclose(batch.x[1], _normalise(torch.from_numpy(images[1]).permute(2, 0, 1)))
+    assert torch.equal(batch.masks[1], torch.from_numpy(masks[1]))
+
+
+def test_gtsegs_without_h5py_says_how_to_install_it(tmp_path, monkeypatch):
+    path = tmp_path / "gtsegs_ijcv.mat"
+    path.write_bytes(b"\0" * 16)
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ImportError, match="pip install h5py"):
+        load_dataset(path)
+
+
+def test_a_mat_file_of_another_layout_is_rejected(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "other.mat"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(DataSpecError, match="value/img"):
+        load_dataset(path)
