@@ -1029,6 +1029,7 @@ def _markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``xvit evaluate`` options to ``parser``."""
+    from xvit.cli import _positive_int
     parser.description = ("Run explanation methods x quality metrics over a data set; write per-image scores, a "
                           "summary (Markdown, JSON), curve plots and provenance to --out. Rerunning the same "
                           "command resumes an interrupted run.")
@@ -1062,16 +1063,6 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true", help="ignore saved state in --out and start over")
     parser.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
 
 
 def _parse_value(text: str) -> Any:
