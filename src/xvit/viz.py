@@ -1,8 +1,9 @@
 """Colour maps, overlays and comparison figures: the only xvit module that uses matplotlib.
 
 Non-negative maps are min-max scaled and coloured with a perceptually uniform map (``inferno``; pass
-``cmap="jet"`` for the Grad-CAM look). Signed maps are divided by their largest magnitude and coloured
-with a diverging map centred on zero (``RdBu_r``: red supports the class, blue opposes it). Maps stay
+``cmap="jet"`` for the Grad-CAM look). Signed maps are divided by the 99th percentile of their
+magnitude (clipped to [-1, 1], so a few extreme pixels do not wash out the rest, as Captum's
+``outlier_perc`` does) and coloured with a diverging map centred on zero (``RdBu_r``: red supports the class, blue opposes it). Maps stay
 torch tensors until they are coloured. Figures are built without pyplot, so nothing needs a display.
 """
 
@@ -37,8 +38,8 @@ def overlay(image: Image.Image | np.ndarray, map2d: Tensor | np.ndarray, signed:
     Args:
         image: the display image: PIL, or an ``(H, W, 3)`` array (uint8, or float in [0, 1]).
         map2d: a map ``(h, w)`` at any resolution; it is upsampled bilinearly to ``(H, W)``.
-        signed: colour with a diverging map centred on zero (``map2d / max|map2d|``) instead of
-            min-max scaling.
+        signed: colour with a diverging map centred on zero (``map2d`` over the 99th percentile of
+            ``|map2d|``, clipped to [-1, 1]) instead of min-max scaling.
         alpha: weight of the heat map, in [0, 1].
         cmap: a matplotlib colormap or its name; defaults to ``inferno`` (``RdBu_r`` when signed).
 
@@ -148,8 +149,9 @@ def _colorize(map2d: Tensor | np.ndarray, size: tuple[int, int], signed: bool,
     if tuple(m.shape) != tuple(size):
         m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     if signed:
-        scale = m.abs().max()
-        v = (m / scale if scale > 0 else torch.zeros_like(m)) * 0.5 + 0.5
+        scale = torch.quantile(m.abs().flatten(), 0.99)
+        scale = scale if scale > 0 else m.abs().max()
+        v = ((m / scale).clamp(-1, 1) if scale > 0 else torch.zeros_like(m)) * 0.5 + 0.5
     else:
         lo, hi = m.min(), m.max()
         v = (m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)
