@@ -3,7 +3,8 @@
 Non-negative maps are min-max scaled and coloured with a perceptually uniform map (``inferno``; pass
 ``cmap="jet"`` for the Grad-CAM look). Signed maps are divided by the 99th percentile of their
 magnitude (clipped to [-1, 1], so a few extreme pixels do not wash out the rest, as Captum's
-``outlier_perc`` does) and coloured with a diverging map centred on zero (``RdBu_r``: red supports the class, blue opposes it). Maps stay
+``outlier_perc`` does) and coloured with a diverging map centred on zero (``RdBu_r``: red supports the
+class, blue opposes it). Maps stay
 torch tensors until they are coloured. Figures are built without pyplot, so nothing needs a display.
 """
 
