@@ -2,8 +2,9 @@
 
 Every method and both baselines run on the same random batch, in the same run; the baselines run inside
 the model adapter's ``eager_attention()`` context, the same explicit attention path the explainers use. The baselines
-are a forward pass under ``torch.no_grad()`` and a forward pass followed by the gradient of the summed
-logits with respect to the input (``torch.autograd.grad``, so the model's ``.grad`` stay untouched).
+are a forward pass under ``torch.no_grad()`` and a plain forward+backward pass: the gradient of the summed
+logits with respect to the input and every parameter that requires one, which is what ``loss.backward()``
+computes (taken with ``torch.autograd.grad``, so the model's ``.grad`` stay untouched).
 Times are the median of ``repeats`` calls after ``warmup`` calls.
 
 Peak memory is measured in one extra call. On CUDA it is ``torch.cuda.max_memory_allocated`` minus
@@ -69,9 +70,11 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
         with torch.no_grad():
             model(x)
 
+    params = [p for p in model.parameters() if p.requires_grad]
+
     def forward_backward() -> None:
         xg = x.clone().requires_grad_(True)
-        torch.autograd.grad(_logits(model(xg)).sum(), xg)
+        torch.autograd.grad(_logits(model(xg)).sum(), [xg, *params])
 
     rows = []
     with get_adapter(model).eager_attention():

@@ -8,7 +8,7 @@ from tests.tiny_models import make
 from xvit.adapters import get_adapter
 from xvit.capture import record
 from xvit.relevance import COMPOSITES, propagate
-from xvit.relevance.rules import AlphaBeta, HalfBilinear, ZAdd, safe_divide
+from xvit.relevance.rules import AlphaBeta, BackwardMode, HalfBilinear, ZAdd, safe_divide
 
 
 def _relevance(fn, inputs, r):
@@ -22,7 +22,7 @@ def test_alpha_beta_matches_the_sum_formula(conservative):
     torch.manual_seed(0)
     x, w, r = torch.randn(2, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 3,
                                                                                                          dtype=torch.float64)
-    (ours,) = _relevance(lambda t: AlphaBeta(conservative)(t, w, None), [x], r)
+    (ours,) = _relevance(lambda t: AlphaBeta(BackwardMode(), conservative)(t, w, None), [x], r)
     expect = torch.zeros_like(x)
     for b in range(2):
         for k in range(3):
@@ -43,8 +43,8 @@ def test_rescaled_add_conserves_per_sample_and_keeps_the_ratio():
     torch.manual_seed(1)
     a, b, r = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(
         2, 4, 3, dtype=torch.float64)
-    ra, rb = _relevance(ZAdd(rescale=True), [a, b], r)
-    za, zb = _relevance(ZAdd(rescale=False), [a, b], r)
+    ra, rb = _relevance(ZAdd(BackwardMode(), rescale=True), [a, b], r)
+    za, zb = _relevance(ZAdd(BackwardMode(), rescale=False), [a, b], r)
     torch.testing.assert_close((ra + rb).sum(dim=(1, 2)), r.sum(dim=(1, 2)))
     ratio = za.sum(dim=(1, 2)).abs() / zb.sum(dim=(1, 2)).abs()
     torch.testing.assert_close(ra.sum(dim=(1, 2)).abs() / rb.sum(dim=(1, 2)).abs(), ratio)
@@ -54,7 +54,7 @@ def test_half_bilinear_is_half_the_z_rule():
     torch.manual_seed(2)
     a, b = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 4, 5, dtype=torch.float64)
     r = torch.randn(2, 3, 5, dtype=torch.float64)
-    ra, rb = _relevance(HalfBilinear(), [a, b], r)
+    ra, rb = _relevance(HalfBilinear(BackwardMode()), [a, b], r)
     s = safe_divide(r, a @ b)
     expect_a = torch.einsum("bik,bkj,bij->bik", a, b, s) / 2
     expect_b = torch.einsum("bik,bkj,bij->bkj", a, b, s) / 2
@@ -95,3 +95,17 @@ def test_cp_lrp_without_mlp_and_bias_terms_conserves_the_logit():
     x = torch.randn(2, 3, 32, 32)
     e = xvit.explain(model, x, "cp_lrp", target=2)
     torch.testing.assert_close(e.meta["relevance_sum"], e.meta["explained_logit"], rtol=1e-3, atol=1e-4)
+
+
+def test_gradient_mode_of_the_relevance_graph_gives_the_true_attention_gradient():
+    """Transformer Attribution takes ∂y_c/∂A from the relevance graph switched to true gradients; it must
+    equal the gradient recorded on the real model."""
+    model = make("timm_deit_distilled").double()
+    adapter = get_adapter(model)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with xvit.Explainer(model, "rollout"):
+        rec = record(adapter, x, torch.tensor([1, 3]), attention=True, grads=True, block_inputs=(0,))
+    prop = propagate(adapter, COMPOSITES.get("chefer2021")(), rec.targets, z=rec.block_inputs[0],
+                     attention_blocks=range(2), attention_gradients=True)
+    for b in range(2):
+        torch.testing.assert_close(prop.attention_grads[b], rec.attention_grads[b])

@@ -7,7 +7,7 @@ from torch import Tensor
 from xvit.methods.base import Attribution, Context, Method, check_start_layer, register_method
 from xvit.methods.gradient_attention import relevance_rollout
 from xvit.params import Interval, Options
-from xvit.relevance import COMPOSITES, propagate
+from xvit.relevance import COMPOSITES, propagate, residual_stream
 
 CHEFER = "Chefer, Gur & Wolf, Transformer Interpretability Beyond Attention Visualization, CVPR 2021, arXiv:2012.09838"
 RULES = Options(("lrp", "conservative"))
@@ -36,11 +36,11 @@ class TransformerAttribution(Method):
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         start = check_start_layer(self, ctx)
         depth = len(ctx.adapter.blocks())
-        rec = ctx.record(x, targets, attention=True, grads=True, block_inputs=(start,))
-        prop = propagate(ctx.adapter, _composite("conservative"), rec.targets, z=rec.block_inputs[start],
-                         start=start, attention_blocks=range(start, depth))
-        fused = [(rec.attention_grads[b] * prop.attention[b]).clamp(min=0).mean(1) for b in range(start, depth)]
-        return Attribution(ctx.layout.readout(relevance_rollout(fused)), rec.logits, rec.targets)
+        # One re-played forward from block `start`, then a gradient and a relevance backward over it.
+        prop = propagate(ctx.adapter, _composite("conservative"), targets, z=residual_stream(ctx.adapter, x, start),
+                         start=start, attention_blocks=range(start, depth), attention_gradients=True)
+        fused = [(prop.attention_grads[b] * prop.attention[b]).clamp(min=0).mean(1) for b in range(start, depth)]
+        return Attribution(ctx.layout.readout(relevance_rollout(fused)), prop.logits, prop.targets)
 
 
 @register_method("partial_lrp", citation=f"Baseline in {CHEFER}; after Voita et al., ACL 2019, arXiv:1905.09418",

@@ -20,6 +20,7 @@ from xvit.registry import Registry
 from xvit.relevance.rules import (
     AlphaBeta,
     AttentionHeadRule,
+    BackwardMode,
     DetachedStdNorm,
     Gamma,
     HalfBilinear,
@@ -65,6 +66,7 @@ class Composite:
     clone: Callable[[Tensor], tuple[Tensor, Tensor]] = _plain_clone
     mean: Callable[[Tensor], Tensor] = field(default=lambda x: x.mean(1))
     qkv: Callable[..., tuple[Tensor, Tensor, Tensor]] = field(default=lambda q, k, v: (q, k, v))
+    mode: BackwardMode | None = None  # relevance-convention composites: switch their backward to gradients
 
 
 COMPOSITES: Registry[Callable[..., Composite]] = Registry("composite", "xvit.relevance.COMPOSITES.names()")
@@ -81,12 +83,13 @@ def chefer2021(conservative: bool = True) -> Composite:
     """Chefer et al. 2021's relprop rules: ``conservative=True`` is ``layers_ours`` (Transformer
     Attribution: conservative αβ and re-scaled residual adds), ``False`` is ``layers_lrp`` (the paper's
     LRP baselines: αβ parts normalised separately, plain z-rule adds)."""
-    passthrough = PassThrough()
+    mode = BackwardMode()
+    passthrough = PassThrough(mode)
     return Composite(
         "chefer2021" if conservative else "chefer2021_lrp", convention="relevance",
-        linear=AlphaBeta(conservative), conv=ZBox(), norm=lambda x, n: passthrough(x, n), act=passthrough,
-        softmax=passthrough, scale=passthrough, matmul=HalfBilinear(), add=ZAdd(rescale=conservative),
-        clone=ZClone(), mean=ZMean(),
+        linear=AlphaBeta(mode, conservative), conv=ZBox(mode), norm=passthrough, act=passthrough,
+        softmax=passthrough, scale=passthrough, matmul=HalfBilinear(mode), add=ZAdd(mode, rescale=conservative),
+        clone=ZClone(mode), mean=ZMean(mode), mode=mode,
     )
 
 

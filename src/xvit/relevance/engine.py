@@ -44,11 +44,12 @@ def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor]) -> Te
 
 
 def vit_graph(adapter: ViTAdapter, c: Composite, *, x: Tensor | None = None, z: Tensor | None = None,
-              start: int = 0, attn_out: list[Tensor] | None = None) -> Tensor:
+              start: int = 0, stop: int | None = None, attn_out: list[Tensor] | None = None) -> Tensor:
     """Logits of the adapted ViT computed with composite ``c``'s rules.
 
     Starts from pixels ``x`` (then ``start`` must be 0) or from ``z``, the residual stream entering block
-    ``start``. Attention probabilities of blocks ``start..L-1`` are appended to ``attn_out``.
+    ``start``. With ``stop``, returns the residual stream entering block ``stop`` instead of logits.
+    Attention probabilities of the blocks run are appended to ``attn_out``.
     """
     attn_out = [] if attn_out is None else attn_out
     if x is not None:
@@ -61,8 +62,10 @@ def vit_graph(adapter: ViTAdapter, c: Composite, *, x: Tensor | None = None, z: 
         num_prefix = u.shape[1] - h * w
     else:
         num_prefix = adapter.layout_prefix()
-    for i in range(start, len(adapter.blocks())):
+    for i in range(start, len(adapter.blocks()) if stop is None else stop):
         z = _block(adapter.block_parts(i), c, z, attn_out)
+    if stop is not None:
+        return z
     head = adapter.head_parts()
     if head.norm is not None:
         z = c.norm(z, head.norm)
@@ -88,16 +91,27 @@ class Propagation:
     targets: Tensor
     start: Tensor
     attention: dict[int, Tensor] = field(default_factory=dict)
+    attention_grads: dict[int, Tensor] = field(default_factory=dict)
+
+
+def residual_stream(adapter: ViTAdapter, x: Tensor, block: int) -> Tensor:
+    """The residual stream entering ``block`` (plain ops, no gradient)."""
+    from xvit.relevance.composites import gradient
+
+    with torch.no_grad():
+        return vit_graph(adapter, gradient(), x=x, stop=block)
 
 
 def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None, *, x: Tensor | None = None,
-              z: Tensor | None = None, start: int = 0, attention_blocks: Iterable[int] = ()) -> Propagation:
+              z: Tensor | None = None, start: int = 0, attention_blocks: Iterable[int] = (),
+              attention_gradients: bool = False) -> Propagation:
     """Relevance of the explained logits at the start point (pixels or block input) and at attention.
 
     The seed is the one-hot vector of each row's target (Chefer et al. 2021 start from relevance 1;
     in the gradient convention this is the gradient of ``y_c``). In the ``gradient`` convention the
     returned relevances are ``input * modified gradient``; in the ``relevance`` convention they are
-    the propagated relevance itself.
+    the propagated relevance itself. ``attention_gradients=True`` (relevance-convention composites) also
+    returns ``∂y_c/∂A`` of the same blocks from a true-gradient backward pass over the same forward graph.
     """
     origin = (x if x is not None else z).detach().requires_grad_(True)
     attn: list[Tensor] = []
@@ -108,8 +122,18 @@ def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None,
         seed = torch.zeros_like(logits).scatter_(1, targets.view(-1, 1), 1.0)
         blocks = sorted(set(attention_blocks))
         wrt = [origin] + [attn[b - start] for b in blocks]
+        attention_grads: dict[int, Tensor] = {}
+        if attention_gradients:
+            if composite.mode is None:
+                raise ValueError(f"Composite {composite.name!r} has no gradient mode.")
+            composite.mode.gradient = True
+            try:
+                g = torch.autograd.grad(logits, wrt[1:], grad_outputs=seed, retain_graph=True)
+            finally:
+                composite.mode.gradient = False
+            attention_grads = dict(zip(blocks, g))
         grads = torch.autograd.grad(logits, wrt, grad_outputs=seed)
     if composite.convention == "gradient":
         grads = [t.detach() * g for t, g in zip(wrt, grads)]
     return Propagation(logits=logits.detach(), targets=targets, start=grads[0],
-                       attention=dict(zip(blocks, grads[1:])))
+                       attention=dict(zip(blocks, grads[1:])), attention_grads=attention_grads)

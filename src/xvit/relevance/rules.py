@@ -28,6 +28,15 @@ def safe_divide(a: Tensor, b: Tensor) -> Tensor:
     return a / den * (b != 0).to(b.dtype)
 
 
+class BackwardMode:
+    """Switch shared by the rules of one composite: ``"relevance"`` (the rule) or ``"gradient"`` (the true
+    gradient). One re-played forward then serves a gradient and a relevance backward pass, as
+    Transformer Attribution needs both (Chefer et al. 2021, Eq. 13)."""
+
+    def __init__(self) -> None:
+        self.gradient = False
+
+
 def _sample_sum(t: Tensor) -> Tensor:
     return t.sum(dim=tuple(range(1, t.ndim)), keepdim=True)
 
@@ -38,37 +47,55 @@ def _sample_sum(t: Tensor) -> Tensor:
 
 class _PassThroughFn(Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], mode: BackwardMode) -> Tensor:
+        ctx.fn, ctx.mode = fn, mode
+        ctx.save_for_backward(x)
         return fn(x)
 
     @staticmethod
-    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None]:
-        return r, None
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None]:
+        if not ctx.mode.gradient:
+            return r, None, None
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            return torch.autograd.grad(ctx.fn(xg), xg, r)[0], None, None
 
 
 class PassThrough:
     """Identity rule: relevance passes unchanged (LayerNorm, GELU, softmax, scalings)."""
 
+    def __init__(self, mode: BackwardMode) -> None:
+        self.mode = mode
+
     def __call__(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        return _PassThroughFn.apply(x, fn)
+        return _PassThroughFn.apply(x, fn, self.mode)
 
 
 class _AlphaBetaFn(Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, conservative: bool) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.conservative = conservative
-        return F.linear(x, weight, bias)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, conservative: bool,
+                mode: BackwardMode) -> Tensor:
+        z = x @ weight.t()
+        ctx.conservative, ctx.mode = conservative, mode
+        ctx.save_for_backward(x, weight, z if conservative else None)
+        return z if bias is None else z + bias
 
     @staticmethod
-    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None, None]:
-        x, w = ctx.saved_tensors
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None, None, None]:
+        x, w, z = ctx.saved_tensors
+        if ctx.mode.gradient:
+            return r @ w, None, None, None, None
+        if ctx.conservative:
+            # With x = x⁺ + x⁻ and W = W⁺ + W⁻: x⁺W⁺ + x⁻W⁻ = (xW + |x||W|)/2 term by term, so the
+            # normaliser needs one product beyond the forward's xW, and the two back-products share one.
+            ax, aw = x.abs(), w.abs()
+            s = safe_divide(r, (z + ax @ aw.t()) / 2)
+            back = s @ torch.cat([w, aw], 1)
+            return (x * back[..., : w.shape[1]] + ax * back[..., w.shape[1]:]) / 2, None, None, None, None
         xp, xn, wp, wn = x.clamp(min=0), x.clamp(max=0), w.clamp(min=0), w.clamp(max=0)
         zp, zn = F.linear(xp, wp), F.linear(xn, wn)
-        if ctx.conservative:
-            s = safe_divide(r, zp + zn)
-            return xp * (s @ wp) + xn * (s @ wn), None, None, None
-        return xp * (safe_divide(r, zp) @ wp) + xn * (safe_divide(r, zn) @ wn), None, None, None
+        return xp * (safe_divide(r, zp) @ wp) + xn * (safe_divide(r, zn) @ wn), None, None, None, None
 
 
 class AlphaBeta:
@@ -78,23 +105,28 @@ class AlphaBeta:
     relevance); ``False`` normalises the two parts separately (``layers_lrp``; does not conserve).
     """
 
-    def __init__(self, conservative: bool = True) -> None:
+    def __init__(self, mode: BackwardMode, conservative: bool = True) -> None:
+        self.mode = mode
         self.conservative = conservative
 
     def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return _AlphaBetaFn.apply(x, weight.detach(), None if bias is None else bias.detach(), self.conservative)
+        return _AlphaBetaFn.apply(x, weight.detach(), None if bias is None else bias.detach(), self.conservative,
+                                  self.mode)
 
 
 class _ZBoxFn(Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int]) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+                mode: BackwardMode) -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.stride = stride
+        ctx.stride, ctx.mode = stride, mode
         return F.conv2d(x, weight, bias, stride=stride)
 
     @staticmethod
-    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None, None, None]:
         x, w = ctx.saved_tensors
+        if ctx.mode.gradient:
+            return torch.nn.grad.conv2d_input(x.shape, w, r, stride=ctx.stride), None, None, None, None
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         low = torch.ones_like(x) * x.amin(dim=(1, 2, 3), keepdim=True)
         high = torch.ones_like(x) * x.amax(dim=(1, 2, 3), keepdim=True)
@@ -102,48 +134,59 @@ class _ZBoxFn(Function):
         z = conv(x, w) - conv(low, wp) - conv(high, wn) + 1e-9
         s = r / z
         back = lambda k: torch.nn.grad.conv2d_input(x.shape, k, s, stride=ctx.stride)  # noqa: E731
-        return x * back(w) - low * back(wp) - high * back(wn), None, None, None
+        return x * back(w) - low * back(wp) - high * back(wn), None, None, None, None
 
 
 class ZBox:
     """z^B rule for the first (pixel) layer with bounds ``l = min x``, ``h = max x`` per sample
     (Montavon et al. 2017, "Explaining nonlinear classification decisions with deep Taylor decomposition")."""
 
+    def __init__(self, mode: BackwardMode) -> None:
+        self.mode = mode
+
     def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int]) -> Tensor:
-        return _ZBoxFn.apply(x, weight.detach(), None if bias is None else bias.detach(), tuple(stride))
+        return _ZBoxFn.apply(x, weight.detach(), None if bias is None else bias.detach(), tuple(stride), self.mode)
 
 
 class _HalfBilinearFn(Function):
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:
+    def forward(ctx: Any, a: Tensor, b: Tensor, mode: BackwardMode) -> Tensor:
         out = a @ b
+        ctx.mode = mode
         ctx.save_for_backward(a, b, out)
         return out
 
     @staticmethod
-    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, Tensor, None]:
         a, b, out = ctx.saved_tensors
+        if ctx.mode.gradient:
+            return r @ b.transpose(-2, -1), a.transpose(-2, -1) @ r, None
         s = safe_divide(r, out)
-        return a * (s @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ s) / 2
+        return a * (s @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ s) / 2, None
 
 
 class HalfBilinear:
     """z-rule on a product of two activations ``O = A·B``, then each operand's relevance halved
     (Chefer et al. 2021, Eq. 5-6: ``A·V`` and ``Q·Kᵀ``)."""
 
+    def __init__(self, mode: BackwardMode) -> None:
+        self.mode = mode
+
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
-        return _HalfBilinearFn.apply(a, b)
+        return _HalfBilinearFn.apply(a, b, self.mode)
 
 
 class _AddFn(Function):
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, rescale: bool) -> Tensor:
+    def forward(ctx: Any, a: Tensor, b: Tensor, rescale: bool, mode: BackwardMode) -> Tensor:
         ctx.save_for_backward(a, b)
-        ctx.rescale = rescale
+        ctx.rescale, ctx.mode = rescale, mode
         return a + b
 
     @staticmethod
-    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        if ctx.mode.gradient:
+            return r, r, None, None
         a, b = ctx.saved_tensors
         s = safe_divide(r, a + b)
         ra, rb = a * s, b * s
@@ -152,7 +195,7 @@ class _AddFn(Function):
             denom = sa.abs() + sb.abs()
             ra = ra * safe_divide(safe_divide(sa.abs(), denom) * total, sa)
             rb = rb * safe_divide(safe_divide(sb.abs(), denom) * total, sb)
-        return ra, rb, None
+        return ra, rb, None, None
 
 
 class ZAdd:
@@ -160,49 +203,62 @@ class ZAdd:
     sample so their totals keep the ratio ``|ΣR_a| : |ΣR_b|`` and add up to ``ΣR`` (Chefer et al. 2021,
     Eq. 7-8, residual connections)."""
 
-    def __init__(self, rescale: bool = False) -> None:
+    def __init__(self, mode: BackwardMode, rescale: bool = False) -> None:
+        self.mode = mode
         self.rescale = rescale
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
-        return _AddFn.apply(a, b, self.rescale)
+        return _AddFn.apply(a, b, self.rescale, self.mode)
 
 
 class _CloneFn(Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx: Any, x: Tensor, mode: BackwardMode) -> tuple[Tensor, Tensor]:
+        ctx.mode = mode
         ctx.save_for_backward(x)
         return x.clone(), x.clone()
 
     @staticmethod
-    def backward(ctx: Any, r1: Tensor, r2: Tensor) -> Tensor:
+    def backward(ctx: Any, r1: Tensor, r2: Tensor) -> tuple[Tensor, None]:
+        if ctx.mode.gradient:
+            return r1 + r2, None
         (x,) = ctx.saved_tensors
-        return x * (safe_divide(r1, x) + safe_divide(r2, x))
+        return x * (safe_divide(r1, x) + safe_divide(r2, x)), None
 
 
 class ZClone:
     """A fork (residual stream copy): branch relevances add up, z-rule style (0 where ``x = 0``)."""
 
+    def __init__(self, mode: BackwardMode) -> None:
+        self.mode = mode
+
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return _CloneFn.apply(x)
+        return _CloneFn.apply(x, self.mode)
 
 
 class _ZMeanFn(Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor, mode: BackwardMode) -> Tensor:
+        ctx.mode = mode
         ctx.save_for_backward(x)
         return x.mean(1)
 
     @staticmethod
-    def backward(ctx: Any, r: Tensor) -> Tensor:
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None]:
         (x,) = ctx.saved_tensors
-        return x * safe_divide(r, x.sum(1)).unsqueeze(1)
+        if ctx.mode.gradient:
+            return (r / x.shape[1]).unsqueeze(1).expand_as(x), None
+        return x * safe_divide(r, x.sum(1)).unsqueeze(1), None
 
 
 class ZMean:
     """z-rule on average pooling over tokens: ``R_i = x_i · R / Σ_j x_j``."""
 
+    def __init__(self, mode: BackwardMode) -> None:
+        self.mode = mode
+
     def __call__(self, x: Tensor) -> Tensor:
-        return _ZMeanFn.apply(x)
+        return _ZMeanFn.apply(x, self.mode)
 
 
 # ---------------------------------------------------------------------------------------------------
