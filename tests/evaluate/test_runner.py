@@ -267,3 +267,17 @@ def test_target_without_labels_is_a_user_error(model):
     data = EvalDataset("x", ["a"], None, None, False, False, reader=lambda i: (np.zeros((32, 32, 3), np.uint8), []))
     with pytest.raises(ValueError, match="needs labels"):
         evaluate(model, data, ["rollout"], ["perturbation"], class_explained="target")
+
+
+def test_energy_maps_use_magnitude_or_positive_part_for_signed_methods():
+    from xvit.evaluate.runner import energy_maps
+    from xvit.result import Explanation
+
+    raw = torch.tensor([[[[-2.0, 0.0], [1.0, 0.0]]]])
+    maps = (raw - raw.min()) / (raw.max() - raw.min())
+    signed = Explanation(raw, maps.expand(1, 1, 2, 2), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 3),
+                         "x", {}, {"signed": True})
+    torch.testing.assert_close(energy_maps(signed, "abs"), raw.abs())
+    torch.testing.assert_close(energy_maps(signed, "positive"), raw.clamp(min=0))
+    unsigned = Explanation(raw, maps, signed.targets, signed.logits, "x", {}, {"signed": False})
+    torch.testing.assert_close(energy_maps(unsigned, "abs"), maps)

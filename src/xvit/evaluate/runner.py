@@ -43,6 +43,7 @@ from xvit.evaluate.cost import Cost, measure_cost
 from xvit.evaluate.datasets import DataSpecError, EvalDataset, load_dataset
 from xvit.evaluate.randomization import vit_randomization_units
 from xvit.explainer import eval_mode
+from xvit.result import Explanation
 
 __all__ = ["METRIC_NAMES", "EvaluationResult", "add_evaluate_arguments", "evaluate", "run_evaluate"]
 
@@ -624,9 +625,9 @@ def _run_chunk(plan: _Plan, method: str, batch: Any, clean: dict[str, Any], warm
         elif col.metric == "pointing_game":
             metric.update(maps, clean["mask"], explained)
         elif col.metric == "energy_pointing_game":
-            metric.update(maps, clean["mask"])
+            metric.update(energy_maps(exp, "abs")[:, 0], clean["mask"])
         elif col.metric == "class_sensitivity":
-            m2 = pair_exp.maps.float()
+            m2 = energy_maps(pair_exp, "positive")
             metric.update(m2[:, 0], m2[:, 1], clean["masks"][:, 0], clean["masks"][:, 1])
         elif col.metric == "randomization":
             keep = [i for i, g in enumerate(indices) if g < r_images]
@@ -648,6 +649,23 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+def energy_maps(exp: Explanation, part: str) -> Tensor:
+    """Maps ``(B, K, H, W)`` for the energy metrics. Min-max normalising a signed map moves zero to a mid
+    level, so every region would get energy in proportion to its area; signed methods therefore use
+    ``|raw|`` (``part="abs"``, the evaluation spec's energy pointing game) or the positive part of ``raw``
+    (``part="positive"``: evidence for the class), upsampled to the input."""
+    if not exp.signed:
+        return exp.maps.float()
+    raw = exp.raw.float()
+    raw = raw.abs() if part == "abs" else raw.clamp(min=0)
+    size = tuple(exp.maps.shape[-2:])
+    if tuple(raw.shape[-2:]) != size:
+        B, K = raw.shape[:2]
+        raw = F.interpolate(raw.reshape(B * K, 1, *raw.shape[-2:]), size=size, mode="bilinear",
+                            align_corners=False).reshape(B, K, *size)
+    return raw
 
 
 def _conservation(method: str, exp: Any) -> tuple[Tensor | None, str | None]:
@@ -856,7 +874,9 @@ def _provenance(plan: _Plan, chunks: list[tuple[int, int]], units: dict[tuple[st
         "chunks": {"total": len(chunks) * len(plan.methods), "reused": reused},
         "notes": notes,
         "conventions": {"maps": "Explanation.maps (bilinear upsampling, min-max per image) for ranking and "
-                                "localisation metrics; raw maps for randomisation and conservation",
+                                "localisation metrics, except for signed methods in the energy metrics: |raw| "
+                                "for energy_pointing_game, the positive part of raw for class_sensitivity; raw "
+                                "maps for randomisation and conservation",
                         "cost": "wall-clock of the run's own explanation call per chunk (one warm-up call per "
                                 "method first), peak memory as measured by xvit.evaluate.measure_cost"},
     })
