@@ -1,5 +1,5 @@
-"""The ``xvit`` command line: ``explain``, ``demo``, ``methods``, ``models``, ``bench``, and ``train`` /
-``evaluate`` where those modules are installed.
+"""The ``xvit`` command line: ``explain``, ``demo``, ``methods``, ``models``, ``bench``, ``train`` and
+``evaluate``.
 
 Each subcommand is registered by an ``add_<name>_parser(subparsers)`` function that sets its handler;
 ``xvit.<name>`` modules contribute theirs through ``add_<name>_arguments(parser)`` and
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import importlib.util
 import json
 import math
 import os
@@ -79,25 +78,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for add in (add_explain_parser, add_demo_parser, add_methods_parser, add_models_parser, add_bench_parser):
         add(subparsers)
     for name, help_text in _EXTERNAL.items():
-        spec = importlib.util.find_spec(f"xvit.{name}")
-        if spec is None or spec.origin is None:
-            continue
         sub = subparsers.add_parser(name, help=help_text)
-        if name == command:
+        if name == command:  # imported only when its command runs: training and evaluation load more
             module = importlib.import_module(f"xvit.{name}")
-            add_args = getattr(module, f"add_{name}_arguments", None)
-            run = getattr(module, f"run_{name}", None)
-            if add_args is not None and run is not None:
-                add_args(sub)
-                sub.set_defaults(func=run)
-            else:
-                sub.set_defaults(func=_unavailable)
+            getattr(module, f"add_{name}_arguments")(sub)
+            sub.set_defaults(func=getattr(module, f"run_{name}"))
     return parser
-
-
-def _unavailable(args: argparse.Namespace) -> int:
-    raise UsageError(f"'xvit {args.command}' has no command line in this version of xvit "
-                     f"(xvit.{args.command} defines no run_{args.command}).")
 
 
 # ----------------------------------------------------------------------------------------- explain

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 
@@ -52,7 +51,3 @@ class Explanation:
         from xvit.viz import overlay_explanation
 
         return overlay_explanation(self, images, alpha=alpha)
-
-    def to(self, device: torch.device | str) -> Explanation:
-        return Explanation(self.raw.to(device), self.maps.to(device), self.targets.to(device),
-                           self.logits.to(device), self.method, self.params, self.meta)

@@ -238,8 +238,7 @@ def layer_scale(module: nn.Module) -> Tensor | None:
 
 def is_identity(module: Any) -> bool:
     return module is None or isinstance(module, nn.Identity) or (
-        isinstance(module, nn.Dropout) and not module.training) or (
-        isinstance(module, nn.Dropout) and module.p == 0)
+        isinstance(module, nn.Dropout) and (not module.training or module.p == 0))
 
 
 def qkv_from_linears(q: nn.Linear, k: nn.Linear, v: nn.Linear) -> tuple[Tensor, Tensor | None]:
