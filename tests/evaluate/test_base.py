@@ -8,7 +8,7 @@ import xvit.evaluate as ev
 from xvit.evaluate.base import logits_of, minmax, pixel_ranks, summarize
 
 NAMES = {"perturbation", "deletion_insertion", "segmentation", "pointing_game", "energy_pointing_game",
-         "class_sensitivity", "randomization", "conservation"}
+         "class_sensitivity", "marker_share", "randomization", "conservation"}
 
 
 def test_registry_lists_every_metric_with_its_class():

@@ -39,6 +39,43 @@ def test_bad_specs_raise_a_message_that_names_the_forms(spec):
         load_dataset(spec)
 
 
+def test_spurious_spec_gives_marker_masks_and_takes_the_marker_policy():
+    data = load_dataset("xvit-shapes:spurious:test:6:marker=aligned", size=(32, 32))
+    ref = make_shapes("spurious", 6, size=32, split="test", marker="aligned")
+    assert data.has_markers and data.info["marker"] == "aligned" and torch.equal(data.labels, ref.labels)
+    batch = data.load(range(6), PREP)
+    assert batch.marker_masks.shape == (6, 32, 32) and batch.marker_masks.dtype == torch.bool
+    assert batch.marker_masks.flatten(1).any(1).tolist() == ref.marker.tolist() == (ref.labels == 0).tolist()
+    for i in range(6):
+        x0, y0, x1, y1 = ref.marker_boxes[i].tolist()
+        expected = torch.zeros(32, 32, dtype=torch.bool)
+        expected[y0:y1, x0:x1] = True
+        assert torch.equal(batch.marker_masks[i], expected)
+    magenta = torch.tensor([1.0, -1.0, 1.0]).view(3, 1)  # (255, 0, 255) normalised with mean = std = 0.5
+    marked = int(ref.marker.nonzero()[0])
+    assert torch.equal(batch.x[marked][:, batch.marker_masks[marked]], magenta.expand(3, 9))
+
+    default = load_dataset("xvit-shapes:spurious:test:6", size=(32, 32))
+    assert default.info["marker"] == "random"  # the test split's own policy
+    assert load_dataset("xvit-shapes:spurious:val:marker=none", limit=3).load([0, 1, 2], PREP).marker_masks.sum() == 0
+    single = load_dataset("xvit-shapes:single:test:2", size=(32, 32))
+    assert not single.has_markers and single.load([0], PREP).marker_masks is None
+    assert "marker" not in single.info
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("xvit-shapes:spurious:test:4:marker=sometimes", "must be one of correlated, random, aligned, none"),
+    ("xvit-shapes:single:test:4:marker=random", "applies only to the spurious variant"),
+    ("xvit-shapes:spurious:test:4:seed=3", "'seed=3' in 'xvit-shapes:spurious:test:4:seed=3' is not an option"),
+    ("xvit-shapes:spurious:test:marker=random:4", "'4' in .* is not an option"),
+    ("xvit-shapes:spurious:test:4:marker=random:marker=none", "sets marker= twice"),
+    ("xvit-shapes:spurious:test:-4:marker=random", "N in .* must be a positive integer"),
+])
+def test_bad_spurious_options_say_what_is_allowed(spec, message):
+    with pytest.raises(DataSpecError, match=message):
+        load_dataset(spec)
+
+
 def test_write_shapes_folder_single_and_pair(tmp_path):
     write_shapes("single", 3, tmp_path / "single", size=32)
     data = load_dataset(tmp_path / "single")

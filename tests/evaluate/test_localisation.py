@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from xvit.evaluate import PointingGame, class_sensitivity, energy_pointing_game, pointing_game
+from xvit.evaluate import PointingGame, class_sensitivity, energy_pointing_game, marker_share, pointing_game
 
 from .stubs import data
 
@@ -96,6 +96,52 @@ def test_class_sensitivity_hand_computed():
     assert r.value == pytest.approx(0.9)
     swapped = class_sensitivity(maps_b, maps_a, masks_a, masks_b)
     assert swapped.value == pytest.approx(0.1)  # each map on the other object
+
+
+def _marker_case():
+    """Three 10x10 images with a 3x3 marker (chance 0.09) on the first two: a map exactly on the marker, a
+    uniform map, and a random map on an image without a marker."""
+    masks = torch.zeros(3, 10, 10, dtype=torch.bool)
+    masks[:2, 1:4, 1:4] = True
+    maps = torch.stack([masks[0].float(), torch.ones(10, 10), torch.rand(10, 10)])
+    return maps, masks, torch.tensor([0, 3, 0])
+
+
+def test_marker_share_hand_computed():
+    maps, masks, targets = _marker_case()
+    r = marker_share(maps, masks, targets, normalise=False)
+    assert r.scores[:2].tolist() == pytest.approx([1.0, 0.09]) and math.isnan(r.scores[2])  # no marker: excluded
+    assert r.n == 2 and r.value == pytest.approx(0.545) and r.higher_is_better is None
+    assert r.per_image["chance"][:2].tolist() == pytest.approx([0.09, 0.09]) and math.isnan(r.per_image["chance"][2])
+    assert r.summary["chance"] == pytest.approx(0.09) and r.summary["lift"] == pytest.approx(0.545 / 0.09)
+    # Image 2 is explained as the shortcut class but has no marker, so only image 0 counts as a shortcut case.
+    assert (r.summary["shortcut_share"], r.summary["shortcut_n"]) == (pytest.approx(1.0), 1)
+    assert (r.summary["other_share"], r.summary["other_n"]) == (pytest.approx(0.09), 1)
+    assert r.summary["excluded"] == 1
+    assert marker_share(-maps, masks, targets, normalise=False).scores[:2].tolist() == pytest.approx([1.0, 0.09])
+    # Min-max normalisation (the default) makes a uniform map zero: excluded, as in the energy pointing game.
+    normalised = marker_share(maps, masks, targets)
+    assert normalised.scores[0].item() == pytest.approx(1.0) and normalised.n == 1
+    assert normalised.summary["excluded"] == 2 and math.isnan(normalised.summary["other_share"])
+
+
+def test_marker_share_normalises_like_the_energy_pointing_game():
+    masks = torch.zeros(1, 10, 10, dtype=torch.bool)
+    masks[0, 1:4, 1:4] = True
+    maps = torch.where(masks, 2.0, 1.0)
+    maps[0, 9, 9] = 0.0  # min-max -> 1 on the marker (9 px), 0.5 on 90 px, 0 on one
+    r = marker_share(maps, masks, torch.tensor([1]), shortcut_class=1)
+    assert r.value == pytest.approx(9 / (9 + 0.5 * 90))
+    assert r.value == pytest.approx(energy_pointing_game(maps, masks).value)
+    assert r.summary["shortcut_share"] == pytest.approx(r.value) and r.summary["other_n"] == 0
+
+
+def test_marker_share_checks_its_inputs():
+    maps, masks, targets = _marker_case()
+    with pytest.raises(ValueError, match="marker_masks"):
+        marker_share(maps, masks.float(), targets)
+    with pytest.raises(ValueError, match="targets"):
+        marker_share(maps, masks, targets.float())
 
 
 def test_pointing_game_rejects_float_masks():

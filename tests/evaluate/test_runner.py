@@ -130,6 +130,43 @@ def test_explaining_the_target_and_skipping_what_does_not_apply(model):
     assert any("class_sensitivity" in n for n in res.notes)
 
 
+def test_marker_share_audit_through_the_cli(ckpt, model, tmp_path, capsys):
+    out = tmp_path / "audit"
+    spec = "xvit-shapes:spurious:test:4:marker=random"
+    code = main(["evaluate", "--model", str(ckpt), "--data", spec, "--methods", "rollout", "--metrics",
+                 "marker_share", "--out", str(out), "--batch-size", "2", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "| method | marker_share |" in stdout and "| rollout |" in stdout
+
+    data = xvit.evaluate.load_dataset(spec, size=(32, 32))
+    batch = data.load(range(4), xvit.models.preprocessing_for(model))
+    assert batch.marker_masks.flatten(1).any(1).tolist() == [True, True, False, True]
+    exp = xvit.explain(model, batch.x, "rollout")  # the predicted class, as the runner explains by default
+    ref = xvit.evaluate.marker_share(exp.maps[:, 0], batch.marker_masks, exp.targets[:, 0])
+    rows = _read_csv(out / "per_image.csv")
+    assert [r["marker_share"] for r in rows][2] == ""  # no marker: excluded
+    got = [float(r["marker_share"]) for i, r in enumerate(rows) if i != 2]
+    assert got == pytest.approx(ref.scores[[0, 1, 3]].tolist(), abs=1e-6)
+
+    row = json.loads((out / "summary.json").read_text())["rows"][0]
+    assert (row["column"], row["status"], row["n"], row["direction"]) == ("marker_share", "ok", 3, "")
+    assert row["mean"] == pytest.approx(ref.value, abs=1e-6)
+    assert row["details"]["chance"] == pytest.approx(9 / 1024)  # a 3x3 marker rendered at 32x32
+    assert row["details"]["shortcut_n"] == ref.summary["shortcut_n"]
+    assert "| rollout | marker_share | chance | 8.79e-03 |" in (out / "summary.md").read_text()
+    assert json.loads((out / "provenance.json").read_text())["data"]["marker"] == "random"
+
+
+def test_the_marker_policy_is_part_of_the_resume_fingerprint():
+    keys = {spec: runner._data_key(xvit.evaluate.load_dataset(spec, limit=1))
+            for spec in ("xvit-shapes:spurious:test:2:marker=random", "xvit-shapes:spurious:test:3:marker=random",
+                         "xvit-shapes:spurious:test:2:marker=aligned", "xvit-shapes:single:test:2")}
+    assert keys["xvit-shapes:spurious:test:2:marker=random"] == keys["xvit-shapes:spurious:test:3:marker=random"]
+    assert keys["xvit-shapes:spurious:test:2:marker=random"] != keys["xvit-shapes:spurious:test:2:marker=aligned"]
+    assert keys["xvit-shapes:single:test:2"] == ["xvit-shapes", "single", "test"]
+
+
 def test_conservation_reads_relevance_and_completeness_from_the_explanations(model):
     x = torch.randn(3, 3, 32, 32)
     from xvit.evaluate.datasets import EvalDataset
@@ -252,6 +289,8 @@ def test_gtsegs_file_through_the_runner(model, tmp_path):
     (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout=3"], "METHOD.KEY=VALUE"),
     (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout.head_fusion=median"], "head_fusion"),
     (["--data", "xvit-shapes:single:test:4", "--metric-param", "perturbation.mode=negative"], "sets perturbation.mode"),
+    (["--data", "xvit-shapes:single:test:4", "--metrics", "marker_share"], "xvit-shapes:spurious:test:200"),
+    (["--data", "xvit-shapes:spurious:test:4:marker=sometimes"], "must be one of correlated, random"),
 ])
 def test_user_errors_exit_2_with_one_line(ckpt, tmp_path, capsys, extra, message):
     args = ["evaluate", "--model", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress", *extra]

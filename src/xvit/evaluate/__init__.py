@@ -12,9 +12,11 @@ from xvit.evaluate.deletion import DeletionInsertion, deletion_insertion, rise_b
 from xvit.evaluate.localisation import (
     ClassSensitivity,
     EnergyPointingGame,
+    MarkerShare,
     PointingGame,
     class_sensitivity,
     energy_pointing_game,
+    marker_share,
     pointing_game,
 )
 from xvit.evaluate.perturbation import Perturbation, perturbation_curve
@@ -34,6 +36,7 @@ __all__ = [
     "EvalBatch",
     "EvalDataset",
     "EvaluationResult",
+    "MarkerShare",
     "Metric",
     "MetricResult",
     "Perturbation",
@@ -49,6 +52,7 @@ __all__ = [
     "evaluate",
     "get_metric",
     "load_dataset",
+    "marker_share",
     "measure_cost",
     "metrics",
     "perturbation_curve",

@@ -2,8 +2,11 @@
 
 Data specs accepted by :func:`load_dataset` (and ``xvit evaluate --data``):
 
-* ``xvit-shapes:<variant>:<split>[:N]``: ``N`` images (default 200) of an xvit-shapes variant
-  (``single``, ``pair``, ``spurious``) and split, rendered with :func:`xvit.data.make_shapes`.
+* ``xvit-shapes:<variant>:<split>[:N][:marker=MODE]``: ``N`` images (default 200) of an xvit-shapes variant
+  (``single``, ``pair``, ``spurious``) and split, rendered with :func:`xvit.data.make_shapes`. ``spurious``
+  data also carries the mask of its corner marker (:attr:`EvalBatch.marker_masks`); ``marker=MODE`` picks
+  the marker policy (``correlated``, ``random``, ``aligned``, ``none``; default: ``random`` for ``test``,
+  ``correlated`` otherwise), e.g. ``xvit-shapes:spurious:test:500:marker=random``.
 * ``DIR``: an image folder. Either the layout :func:`xvit.data.write_shapes` writes (``images/``, ``masks/``,
   ``manifest.json`` whose ``items`` give ``file``, ``labels`` and ``masks``), or a generic folder: images in
   ``images/``, in the folder itself or in one sub-folder per class (the class is the sub-folder's name),
@@ -37,8 +40,8 @@ __all__ = ["DataSpecError", "EvalBatch", "EvalDataset", "load_dataset", "DEFAULT
 
 DEFAULT_SHAPES_N = 200
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
-_SPEC_FORMS = ("xvit-shapes:<variant>:<split>[:N], an image folder (images/, masks/, manifest.json) or a "
-               "gtsegs_ijcv.mat file")
+_SPEC_FORMS = ("xvit-shapes:<variant>:<split>[:N][:marker=MODE], an image folder (images/, masks/, manifest.json) "
+               "or a gtsegs_ijcv.mat file")
 
 # A reader returns image ``i`` as an (H, W, 3) uint8 array and its masks, a list of (H, W) bool arrays
 # (one per labelled object; empty when the data set has no masks).
@@ -60,6 +63,8 @@ class EvalBatch:
         labels: ``(B,)`` or ``(B, 2)`` long in the data set's class indexing; ``None`` without labels.
         ids: image ids.
         indices: positions in the data set.
+        marker_masks: ``(B, H, W)`` bool masks of a spurious marker (all ``False`` on images without one);
+            ``None`` for data without markers (only xvit-shapes ``spurious`` has them).
     """
 
     x: Tensor
@@ -67,6 +72,7 @@ class EvalBatch:
     labels: Tensor | None
     ids: list[str]
     indices: list[int]
+    marker_masks: Tensor | None = None
 
 
 @dataclass
@@ -81,6 +87,8 @@ class EvalDataset:
         has_masks: whether every image has ground-truth masks.
         pair: whether images show two labelled objects (``labels`` and masks have a second axis of 2).
         info: provenance (format, generator version, seeds …).
+        marker_reader: returns image ``i``'s ``(H, W)`` bool marker mask (empty without a marker); ``None``
+            for data without markers.
     """
 
     spec: str
@@ -91,15 +99,22 @@ class EvalDataset:
     pair: bool
     reader: Reader = field(repr=False)
     info: dict[str, Any] = field(default_factory=dict)
+    marker_reader: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def has_markers(self) -> bool:
+        """Whether images carry spurious-marker masks (xvit-shapes ``spurious``)."""
+        return self.marker_reader is not None
 
     def subset(self, n: int) -> EvalDataset:
         """The first ``n`` images."""
         n = min(int(n), len(self))
         return EvalDataset(self.spec, self.ids[:n], None if self.labels is None else self.labels[:n],
-                           self.class_names, self.has_masks, self.pair, self.reader, {**self.info, "limit": n})
+                           self.class_names, self.has_masks, self.pair, self.reader, {**self.info, "limit": n},
+                           self.marker_reader)
 
     def load(self, indices: Sequence[int], preprocessing: Preprocessing) -> EvalBatch:
         """Read, resize and normalise images ``indices`` (and their masks) for a model.
@@ -110,7 +125,7 @@ class EvalDataset:
         """
         indices = [int(i) for i in indices]
         height, width = preprocessing.size
-        images, masks = [], []
+        images, masks, markers = [], [], []
         for i in indices:
             image, image_masks = self.reader(i)
             images.append(_resize(image, (height, width), Image.Resampling.BILINEAR))
@@ -120,6 +135,9 @@ class EvalDataset:
                                         f"{len(image_masks)}.")
                 masks.append(np.stack([_resize(m.astype(np.uint8), (height, width), Image.Resampling.NEAREST) > 0
                                        for m in image_masks]))
+            if self.marker_reader is not None:
+                markers.append(_resize(self.marker_reader(i).astype(np.uint8), (height, width),
+                                       Image.Resampling.NEAREST) > 0)
         pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
         mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -129,12 +147,14 @@ class EvalDataset:
             mask_tensor = mask_tensor if self.pair else mask_tensor[:, 0]
         return EvalBatch(x=(pixels - mean) / std, masks=mask_tensor,
                          labels=None if self.labels is None else self.labels[indices],
-                         ids=[self.ids[i] for i in indices], indices=indices)
+                         ids=[self.ids[i] for i in indices], indices=indices,
+                         marker_masks=torch.from_numpy(np.stack(markers)) if markers else None)
 
     def describe(self) -> dict[str, Any]:
         """Provenance: spec, size, kind and format details."""
         return {"spec": self.spec, "n": len(self), "pair": self.pair, "has_labels": self.labels is not None,
-                "has_masks": self.has_masks, "class_names": self.class_names, **self.info}
+                "has_masks": self.has_masks, "has_markers": self.has_markers, "class_names": self.class_names,
+                **self.info}
 
 
 def _resize(a: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
@@ -152,7 +172,7 @@ def load_dataset(spec: str | os.PathLike, *, size: tuple[int, int] | None = None
     """Open the data set a spec names (see the module docstring for the forms).
 
     Args:
-        spec: ``xvit-shapes:<variant>:<split>[:N]``, an image folder or a ``.mat`` file.
+        spec: ``xvit-shapes:<variant>:<split>[:N][:marker=MODE]``, an image folder or a ``.mat`` file.
         size: ``(H, W)`` to render xvit-shapes at (the model's input size avoids a resize); other
             sources are resized when loaded.
         limit: keep only the first ``limit`` images.
@@ -185,33 +205,68 @@ def load_dataset(spec: str | os.PathLike, *, size: tuple[int, int] | None = None
 
 
 def _shapes(spec: str, size: tuple[int, int] | None) -> EvalDataset:
-    from xvit.data.shapes import GENERATOR_VERSION, SHAPE_CLASSES, SPLITS, VARIANTS, default_seed, make_shapes
+    from xvit.data.shapes import (
+        GENERATOR_VERSION,
+        MARKER_MODES,
+        SHAPE_CLASSES,
+        SPLITS,
+        VARIANTS,
+        _marker_mode,
+        default_seed,
+        make_shapes,
+    )
 
     parts = spec.split(":")
-    usage = (f"expected xvit-shapes:<variant>:<split>[:N] with variant in {', '.join(VARIANTS)} and split in "
-             f"{', '.join(SPLITS)}, e.g. xvit-shapes:single:test:200; got {spec!r}.")
-    if parts[0] != "xvit-shapes" or len(parts) not in (3, 4) or parts[1] not in VARIANTS or parts[2] not in SPLITS:
+    usage = (f"expected xvit-shapes:<variant>:<split>[:N][:marker=MODE] with variant in {', '.join(VARIANTS)}, "
+             f"split in {', '.join(SPLITS)} and MODE (spurious only) in {', '.join(MARKER_MODES)}, e.g. "
+             f"xvit-shapes:single:test:200 or xvit-shapes:spurious:test:500:marker=random; got {spec!r}.")
+    if parts[0] != "xvit-shapes" or len(parts) < 3 or parts[1] not in VARIANTS or parts[2] not in SPLITS:
         raise DataSpecError(usage)
+    variant, split, rest = parts[1], parts[2], parts[3:]
     n = DEFAULT_SHAPES_N
-    if len(parts) == 4:
-        if not parts[3].isdigit() or int(parts[3]) < 1:
+    if rest and "=" not in rest[0]:
+        if not rest[0].isdigit() or int(rest[0]) < 1:
             raise DataSpecError(f"N in {spec!r} must be a positive integer. " + usage)
-        n = int(parts[3])
-    variant, split = parts[1], parts[2]
+        n = int(rest.pop(0))
+    options: dict[str, str] = {}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        if not sep or key != "marker":
+            raise DataSpecError(f"{part!r} in {spec!r} is not an option: the only option is marker=MODE, after N. "
+                                + usage)
+        if key in options:
+            raise DataSpecError(f"{spec!r} sets {key}= twice. " + usage)
+        options[key] = value
+    marker = options.get("marker")
+    if marker is not None and variant != "spurious":
+        raise DataSpecError(f"marker= in {spec!r} applies only to the spurious variant, e.g. "
+                            f"xvit-shapes:spurious:{split}:{n}:marker={marker}.")
+    if marker is not None and marker not in MARKER_MODES:
+        raise DataSpecError(f"marker in {spec!r} must be one of {', '.join(MARKER_MODES)}; got {marker!r}.")
     # Render at the model's size when it is square and large enough: masks stay pixel-exact.
     render = size[0] if size is not None and size[0] == size[1] and size[0] >= 24 else 112
-    batch = make_shapes(variant, n, split=split, size=render)
+    batch = make_shapes(variant, n, split=split, size=render, marker=marker)
     images = batch.images.permute(0, 2, 3, 1).numpy()
     masks = batch.masks.numpy()
+    marker_boxes = batch.marker_boxes.numpy()
     pair = variant == "pair"
 
     def read(i: int) -> tuple[np.ndarray, list[np.ndarray]]:
         return images[i], list(masks[i]) if pair else [masks[i]]
 
+    def read_marker(i: int) -> np.ndarray:
+        x0, y0, x1, y1 = marker_boxes[i]  # zeros where the image has no marker
+        out = np.zeros((render, render), dtype=bool)
+        out[y0:y1, x0:x1] = True
+        return out
+
+    info = {"format": "xvit-shapes", "variant": variant, "split": split, "render_size": render,
+            "base_seed": default_seed(variant, split), "generator_version": GENERATOR_VERSION}
+    if variant == "spurious":
+        info["marker"] = _marker_mode(variant, split, marker)
     return EvalDataset(spec=spec, ids=[f"shapes:{variant}:{split}:{i}" for i in range(n)], labels=batch.labels,
-                       class_names=list(SHAPE_CLASSES), has_masks=True, pair=pair, reader=read,
-                       info={"format": "xvit-shapes", "variant": variant, "split": split, "render_size": render,
-                             "base_seed": default_seed(variant, split), "generator_version": GENERATOR_VERSION})
+                       class_names=list(SHAPE_CLASSES), has_masks=True, pair=pair, reader=read, info=info,
+                       marker_reader=read_marker if variant == "spurious" else None)
 
 
 # ----------------------------------------------------------------------------------------------- folders

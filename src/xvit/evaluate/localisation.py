@@ -1,5 +1,5 @@
 """Localisation of maps against ground-truth masks: pointing game, energy pointing game, class sensitivity
-(evaluation.md §4).
+(evaluation.md §4), and the share of a map on a spurious marker (the spurious-marker audit).
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from xvit.params import Interval, Nullable, Options
 __all__ = [
     "ClassSensitivity",
     "EnergyPointingGame",
+    "MarkerShare",
     "PointingGame",
     "class_sensitivity",
     "energy_pointing_game",
+    "marker_share",
     "pointing_game",
 ]
 
@@ -198,6 +200,77 @@ class ClassSensitivity(Metric):
         return self._result(self._cat("score").cpu(), per_image=per_image)
 
 
+@METRICS.register("marker_share", higher_is_better=None, inputs=("maps", "marker_masks", "targets"),
+                  paper="xvit: energy pointing game (Wang et al., Score-CAM, arXiv:1910.01279) on a known spurious "
+                        "marker, the known-spurious-artifact setting of Adebayo et al., ICLR 2022")
+class MarkerShare(Metric):
+    """Share of a map's energy on a spurious marker (the spurious-marker audit of xvit-shapes ``spurious``).
+
+    ``S = Σ_{p ∈ marker} m(p) / Σ_p m(p)``, the energy pointing game (Wang et al. 2020, arXiv:1910.01279) with
+    the marker box as the mask and the same ``m`` (``|map|``, min-max normalised per image unless
+    ``normalise=False``). Beside it the chance level ``A = |marker| / |image|``, the share of a map spread
+    evenly over the image. Images without a marker (empty mask) or with a zero map (constant maps are zero after
+    min-max normalisation) are excluded (NaN).
+
+    No direction: a map that shows how the model decides should score high where the model relies on the
+    marker (``shapes-vit-tiny-spurious`` calling a marked image ``shortcut_class``) and near chance where it
+    does not; hence the separate share over images explained as ``shortcut_class``.
+
+    Args:
+        normalise: min-max normalise ``|map|`` per image first.
+        shortcut_class: the class the marker stands for (0, ``circle``, on xvit-shapes).
+
+    ``compute()``: ``value`` = ``scores.mean()`` over included images; ``summary`` has ``chance`` (mean ``A``
+    over included images), ``lift`` (``value / chance``), ``shortcut_share``/``shortcut_n`` and
+    ``other_share``/``other_n`` (mean share and count over included images whose target is / is not
+    ``shortcut_class``) and ``excluded``; ``per_image["chance"]`` (NaN without a marker) and
+    ``per_image["targets"]``.
+    """
+
+    name = "marker_share"
+    higher_is_better = None
+    param_constraints = {
+        "normalise": Options((True, False)),
+        "shortcut_class": Interval(0, None, integer=True),
+    }
+
+    def __init__(self, *, normalise: bool = True, shortcut_class: int = 0) -> None:
+        super().__init__(normalise=normalise, shortcut_class=shortcut_class)
+
+    def update(self, maps: Tensor, marker_masks: Tensor, targets: Tensor) -> None:
+        """Score one batch.
+
+        Args:
+            maps: ``(B, H, W)`` maps at input resolution.
+            marker_masks: ``(B, H, W)`` bool marker masks, all ``False`` on images without a marker.
+            targets: ``(B,)`` explained classes.
+        """
+        check_maps(maps)
+        check_masks(marker_masks, tuple(maps.shape), name="marker_masks")
+        check_classes(targets, maps.shape[0], "targets")
+        masks = marker_masks.to(maps.device).flatten(1)
+        m = _energy(maps, self.normalise)
+        total = m.sum(1)
+        share = (m * masks).sum(1) / total.clamp(min=torch.finfo(m.dtype).tiny)
+        chance = masks.float().mean(1)
+        absent = chance == 0
+        share[absent | (total == 0)] = math.nan
+        chance[absent] = math.nan
+        self._append(share=share, chance=chance, targets=targets.to(maps.device))
+
+    def compute(self) -> MetricResult:
+        share, chance, targets = self._cat("share").cpu(), self._cat("chance").cpu(), self._cat("targets").cpu()
+        valid = torch.isfinite(share)
+        value = summarize(share)["mean"]
+        mean_chance = float(chance[valid].double().mean()) if valid.any() else math.nan
+        shortcut = targets == self.shortcut_class
+        summary = {"chance": mean_chance, "lift": value / mean_chance,
+                   "shortcut_share": summarize(share[shortcut])["mean"], "shortcut_n": int((valid & shortcut).sum()),
+                   "other_share": summarize(share[~shortcut])["mean"], "other_n": int((valid & ~shortcut).sum()),
+                   "excluded": int((~valid).sum())}
+        return self._result(share, value=value, summary=summary, per_image={"chance": chance, "targets": targets})
+
+
 def pointing_game(maps: Tensor, masks: Tensor, targets: Tensor, **params: Any) -> MetricResult:
     """Functional twin of :class:`PointingGame` (one ``update`` and ``compute``)."""
     metric = PointingGame(**params)
@@ -217,4 +290,11 @@ def class_sensitivity(maps_a: Tensor, maps_b: Tensor, masks_a: Tensor, masks_b: 
     """Functional twin of :class:`ClassSensitivity` (one ``update`` and ``compute``)."""
     metric = ClassSensitivity(**params)
     metric.update(maps_a, maps_b, masks_a, masks_b)
+    return metric.compute()
+
+
+def marker_share(maps: Tensor, marker_masks: Tensor, targets: Tensor, **params: Any) -> MetricResult:
+    """Functional twin of :class:`MarkerShare` (one ``update`` and ``compute``)."""
+    metric = MarkerShare(**params)
+    metric.update(maps, marker_masks, targets)
     return metric.compute()

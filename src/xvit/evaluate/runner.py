@@ -45,10 +45,12 @@ from xvit.evaluate.randomization import vit_randomization_units
 from xvit.explainer import eval_mode
 from xvit.result import Explanation
 
-__all__ = ["METRIC_NAMES", "EvaluationResult", "add_evaluate_arguments", "evaluate", "run_evaluate"]
+__all__ = ["DEFAULT_METRICS", "METRIC_NAMES", "EvaluationResult", "add_evaluate_arguments", "evaluate", "run_evaluate"]
 
 METRIC_NAMES = ("perturbation", "deletion_insertion", "segmentation", "pointing_game", "energy_pointing_game",
-                "class_sensitivity", "randomization", "conservation", "cost")
+                "class_sensitivity", "marker_share", "randomization", "conservation", "cost")
+# marker_share is an audit of xvit-shapes spurious data and runs only when named.
+DEFAULT_METRICS = tuple(m for m in METRIC_NAMES if m != "marker_share")
 DEFAULT_METHODS = ("rollout", "transformer_attribution", "attnlrp")
 STATE_VERSION = 1
 # Methods whose raw map is LRP relevance started from a one-hot output (R_out = 1, evaluation.md §6).
@@ -126,7 +128,7 @@ class _Plan:
 
 
 def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[str] = DEFAULT_METHODS,
-             metrics: Sequence[str] = METRIC_NAMES, out_dir: str | os.PathLike | None = None, *,
+             metrics: Sequence[str] = DEFAULT_METRICS, out_dir: str | os.PathLike | None = None, *,
              batch_size: int = 16, class_explained: str = "predicted", seed: int = 0,
              method_params: Mapping[str, Mapping[str, Any]] | None = None,
              metric_params: Mapping[str, Mapping[str, Any]] | None = None, steps: int | None = 56,
@@ -140,9 +142,11 @@ def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
         methods: method names (see :func:`xvit.methods`).
         metrics: any of ``perturbation`` (positive and negative), ``deletion_insertion`` (both),
             ``segmentation``, ``pointing_game``, ``energy_pointing_game``, ``class_sensitivity`` (pair data
-            only), ``randomization`` (cascading MPRT on the first ``randomization_images`` images),
-            ``conservation`` (methods whose output carries conserved relevance) and ``cost`` (time per
-            image and peak memory of each method in this run).
+            only), ``marker_share`` (xvit-shapes ``spurious`` data only, e.g.
+            ``xvit-shapes:spurious:test:200:marker=random``; not in the default set), ``randomization``
+            (cascading MPRT on the first ``randomization_images`` images), ``conservation`` (methods whose
+            output carries conserved relevance) and ``cost`` (time per image and peak memory of each method
+            in this run).
         out_dir: write outputs and resumable state here; ``None`` keeps everything in memory.
         batch_size: images per explanation call (and per saved chunk).
         class_explained: ``"predicted"`` or ``"target"`` (the ground-truth label; for two-object images the
@@ -236,6 +240,10 @@ def _prepare(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
         dataset = data.subset(max_images) if max_images is not None else data
     else:
         dataset = load_dataset(data, size=tuple(prep.size), limit=max_images)
+    if "marker_share" in metrics and not dataset.has_markers:
+        raise ValueError(f"marker_share needs images with a spurious marker and its mask, which {dataset.spec!r} "
+                         "lacks; evaluate it on xvit-shapes spurious data, e.g. "
+                         "xvit-shapes:spurious:test:200:marker=random.")
 
     resolved = {}
     for name in methods:
@@ -245,6 +253,8 @@ def _prepare(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
             raise ValueError(f"{name}: {e}") from None
 
     notes: list[str] = []
+    if "marker_share" in metrics and dataset.info.get("marker") == "none":
+        notes.append("marker_share: marker=none puts no marker on any image, so every image is excluded.")
     skipped: dict[str, str] = {}
     columns: list[_Column] = []
     for metric in metrics:
@@ -494,11 +504,19 @@ def _fingerprint(plan: _Plan, method: str) -> str:
 
     # Image ids are checked per chunk (_read_state), so a run over more images of the same data reuses chunks.
     key = {"state_version": STATE_VERSION, "xvit": xvit.__version__, "model": plan.model_info["state_dict_sha256"],
-           "data": plan.data.spec.split(":")[:3] if plan.data.spec.startswith("xvit-shapes") else plan.data.spec,
+           "data": _data_key(plan.data),
            "preprocessing": plan.prep.to_dict(), "method": method, "method_params": plan.methods[method],
            "columns": [c.name for c in plan.columns], "skipped": plan.skipped, "metric_params": plan.metric_params,
            **{k: v for k, v in plan.options.items() if k not in ("forward_batch_size", "max_images")}}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _data_key(data: EvalDataset) -> Any:
+    """The data part of a fingerprint: for xvit-shapes variant, split and marker policy (not N), else the spec."""
+    if not data.spec.startswith("xvit-shapes"):
+        return data.spec
+    key = data.spec.split(":")[:3]
+    return key + [f"marker={data.info['marker']}"] if "marker" in data.info else key
 
 
 def _state_path(state_dir: Path, method: str, start: int, stop: int) -> Path:
@@ -563,9 +581,10 @@ def _clean_pass(plan: _Plan, batch: Any) -> dict[str, Any]:
         hit = labels == explained[:, None]
         mask = (masks & hit[:, :, None, None]).any(1)
         foreground = masks.any(1)
+    markers = None if batch.marker_masks is None else batch.marker_masks.to(plan.device)
     return {"x": x, "logits": logits, "predicted": predicted, "labels": labels, "label": label,
-            "explained": explained, "masks": masks, "mask": mask, "foreground": foreground, "ids": batch.ids,
-            "indices": batch.indices, "forward_cost": cost}
+            "explained": explained, "masks": masks, "mask": mask, "foreground": foreground, "markers": markers,
+            "ids": batch.ids, "indices": batch.indices, "forward_cost": cost}
 
 
 def _run_chunk(plan: _Plan, method: str, batch: Any, clean: dict[str, Any], warm: bool) -> dict[str, Any]:
@@ -626,6 +645,8 @@ def _run_chunk(plan: _Plan, method: str, batch: Any, clean: dict[str, Any], warm
             metric.update(maps, clean["mask"], explained)
         elif col.metric == "energy_pointing_game":
             metric.update(energy_maps(exp, "abs")[:, 0], clean["mask"])
+        elif col.metric == "marker_share":
+            metric.update(energy_maps(exp, "abs")[:, 0], clean["markers"], explained)
         elif col.metric == "class_sensitivity":
             m2 = energy_maps(pair_exp, "positive")
             metric.update(m2[:, 0], m2[:, 1], clean["masks"][:, 0], clean["masks"][:, 1])
@@ -875,8 +896,8 @@ def _provenance(plan: _Plan, chunks: list[tuple[int, int]], units: dict[tuple[st
         "notes": notes,
         "conventions": {"maps": "Explanation.maps (bilinear upsampling, min-max per image) for ranking and "
                                 "localisation metrics, except for signed methods in the energy metrics: |raw| "
-                                "for energy_pointing_game, the positive part of raw for class_sensitivity; raw "
-                                "maps for randomisation and conservation",
+                                "for energy_pointing_game and marker_share, the positive part of raw for "
+                                "class_sensitivity; raw maps for randomisation and conservation",
                         "cost": "wall-clock of the run's own explanation call per chunk (one warm-up call per "
                                 "method first), peak memory as measured by xvit.evaluate.measure_cost"},
     })
@@ -1004,6 +1025,7 @@ def _markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[
         lines.append(f"| {m} | " + " | ".join(_cell(by[(m, c)]) for c in cols) + " |")
     extra_keys = {"perturbation_pos": ("clean_accuracy", "auc_target"), "perturbation_neg": ("auc_target",),
                   "segmentation": ("pixel_accuracy", "miou", "map"), "pointing_game": ("class_mean", "excluded"),
+                  "marker_share": ("chance", "lift", "shortcut_share", "shortcut_n"),
                   "conservation": ("completeness_pass",),
                   "cost": ("relative_to_forward", "peak_memory_bytes")}
     extras = []
@@ -1056,12 +1078,15 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes-vit-tiny",
                         help="bundled model name, checkpoint DIR, timm:NAME or hf:ID (default: shapes-vit-tiny)")
     parser.add_argument("--data", required=True,
-                        help="xvit-shapes:<variant>:<split>[:N] (e.g. xvit-shapes:single:test:200), an image "
-                             "folder with masks/ and manifest.json, or gtsegs_ijcv.mat")
+                        help="xvit-shapes:<variant>:<split>[:N][:marker=MODE] (e.g. xvit-shapes:single:test:200 or "
+                             "xvit-shapes:spurious:test:200:marker=random), an image folder with masks/ and "
+                             "manifest.json, or gtsegs_ijcv.mat")
     parser.add_argument("--methods", "--method", dest="methods", nargs="+", metavar="M", default=list(DEFAULT_METHODS),
                         help=f"methods to evaluate (default: {' '.join(DEFAULT_METHODS)}; see 'xvit methods')")
-    parser.add_argument("--metrics", "--metric", dest="metrics", nargs="+", metavar="NAME", default=list(METRIC_NAMES),
-                        help=f"metrics (default: all): {', '.join(METRIC_NAMES)}")
+    parser.add_argument("--metrics", "--metric", dest="metrics", nargs="+", metavar="NAME",
+                        default=list(DEFAULT_METRICS),
+                        help=f"metrics (default: all but marker_share, the audit of xvit-shapes spurious data): "
+                             f"{', '.join(METRIC_NAMES)}")
     parser.add_argument("--out", type=Path, default=Path("out/evaluate"), help="output folder (default: out/evaluate)")
     parser.add_argument("--batch-size", type=_positive_int, default=16,
                         help="images per explanation call and per saved chunk (default: 16)")
