@@ -96,3 +96,45 @@ def test_bad_data_is_rejected(tmp_path):
         train(_config(tmp_path, data=str(tmp_path), token_loss=1.0))
     with pytest.raises(ValueError, match="low_res_size"):
         train(_config(tmp_path, low_res_size=20, low_res_epochs=1))
+
+
+def test_sincos_pos_embed_is_the_2d_sine_cosine_table():
+    from xvit.train import sincos_pos_embed
+
+    pe = sincos_pos_embed(8, (3, 4))  # omega = (1, 1/100): channels sin/cos of column, then of row
+    assert pe.shape == (12, 8)
+    row, col = 2, 3
+    expected = torch.tensor([np.sin(col), np.sin(col / 100), np.cos(col), np.cos(col / 100),
+                             np.sin(row), np.sin(row / 100), np.cos(row), np.cos(row / 100)], dtype=torch.float32)
+    torch.testing.assert_close(pe[row * 4 + col], expected)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_pos_embed(6, (2, 2))
+
+
+def test_mimetic_init_makes_query_key_near_identity_and_value_proj_near_minus_identity():
+    from xvit.models import create_vit
+    from xvit.train import mimetic_init_, sincos_pos_embed
+
+    model = mimetic_init_(create_vit("nano", img_size=32, patch_size=8, num_classes=3), seed=0)
+    d = model.config.embed_dim
+    for block in model.blocks:
+        w, hd = block.attn.qkv.weight, block.attn.head_dim
+        for h in range(block.attn.num_heads):
+            qk = w[h * hd:(h + 1) * hd].T @ w[d + h * hd:d + (h + 1) * hd]  # W_q^T W_k, (d, d)
+            assert qk.diagonal().mean() > 5 * (qk - torch.diag(qk.diagonal())).abs().mean()
+        vo = block.attn.proj.weight @ w[2 * d:]
+        torch.testing.assert_close(vo.diagonal().mean(), torch.tensor(-0.4), atol=0.05, rtol=0)
+    torch.testing.assert_close(model.pos_embed[0, 1:], sincos_pos_embed(d, model.grid_size))
+    assert model.pos_embed[0, 0].abs().sum() == 0
+    # Seeded: the same seed gives the same weights.
+    again = mimetic_init_(create_vit("nano", img_size=32, patch_size=8, num_classes=3), seed=0)
+    torch.testing.assert_close(again.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_mimetic_training_run_learns_and_records_its_init(tmp_path):
+    train(_config(tmp_path, init="mimetic", token_loss=1.0, epochs=3))
+    log = _log(tmp_path / "run")
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["config"]["init"] == "mimetic"
+    with pytest.raises(ValueError, match="init must be"):
+        train(_config(tmp_path, init="xavier"))

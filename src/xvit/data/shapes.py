@@ -35,8 +35,9 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
-    "SHAPE_CLASSES", "VARIANTS", "SPLITS", "GENERATOR_VERSION", "MARKER_COLOR", "ShapesBatch", "ShapesDataset",
-    "default_seed", "image_seed", "make_shapes", "write_shapes",
+    "SHAPE_CLASSES", "VARIANTS", "SPLITS", "GENERATOR_VERSION", "MARKER_COLOR", "P_MARKER_CLASS0", "P_MARKER_OTHER",
+    "ShapesBatch", "ShapesDataset", "default_seed", "image_seed", "make_shapes", "marker_box", "resolve_marker_mode",
+    "write_shapes",
 ]
 
 GENERATOR_VERSION = "1"
@@ -47,8 +48,10 @@ VARIANTS = ("single", "pair", "spurious")
 SPLITS = ("train", "val", "test")
 MARKER_COLOR = (255, 0, 255)
 MARKER_MODES = ("correlated", "random", "aligned", "none")
-_P_MARKER_CLASS0 = 0.9
-_P_MARKER_OTHER = 0.02
+P_MARKER_CLASS0 = 0.9
+"""``spurious``, ``train``/``val`` splits: probability that a class-0 image carries the marker."""
+P_MARKER_OTHER = 0.02
+"""``spurious``, ``train``/``val`` splits: probability that an image of another class carries the marker."""
 _BASE_SEEDS = {
     (v, s): 1_000 * (i + 1) + j for i, v in enumerate(VARIANTS) for j, s in enumerate(SPLITS)
 }
@@ -287,7 +290,8 @@ def _place(rng: np.random.Generator, size: int, n: int, avoid: float) -> list[tu
     raise RuntimeError(f"Could not place {n} objects in a {size}x{size} image.")
 
 
-def _marker_box(size: int) -> tuple[int, int, int, int]:
+def marker_box(size: int) -> tuple[int, int, int, int]:
+    """The ``spurious`` marker's ``(x0, y0, x1, y1)`` box (end-exclusive) in a ``size`` x ``size`` image."""
     m = max(3, round(size * 10 / 112))
     return (1, 1, 1 + m, 1 + m)
 
@@ -306,10 +310,10 @@ def _render(variant: str, marker_mode: str, seed: int, size: int) -> dict:
         _distractor(img, rng, _color(rng, obj_colors, 70.0))
     has_marker = False
     if variant == "spurious":
-        p = {"correlated": _P_MARKER_CLASS0 if labels[0] == 0 else _P_MARKER_OTHER, "random": 0.5,
+        p = {"correlated": P_MARKER_CLASS0 if labels[0] == 0 else P_MARKER_OTHER, "random": 0.5,
              "aligned": float(labels[0] == 0), "none": 0.0}[marker_mode]
         has_marker = bool(rng.random() < p)
-    mbox = _marker_box(size)
+    mbox = marker_box(size)
     placed = _place(rng, size, n_obj, avoid=mbox[2] if variant == "spurious" else 0)
     img = img.astype(np.uint8)
     masks, boxes = [], []
@@ -326,7 +330,9 @@ def _render(variant: str, marker_mode: str, seed: int, size: int) -> dict:
             "marker_box": mbox if has_marker else (0, 0, 0, 0)}
 
 
-def _marker_mode(variant: str, split: str, marker: str | None) -> str:
+def resolve_marker_mode(variant: str, split: str, marker: str | None) -> str:
+    """The marker policy in effect: ``marker`` if given (``spurious`` only), else the split's default
+    (``"random"`` for ``test``, ``"correlated"`` otherwise)."""
     if marker is None:
         return "random" if split == "test" else "correlated"
     if marker not in MARKER_MODES:
@@ -355,7 +361,7 @@ def make_shapes(variant: str, n: int, seed: int | None = None, size: int = 112, 
     _check(variant, split)
     if size < 24:
         raise ValueError(f"size must be at least 24 pixels; got {size}.")
-    mode = _marker_mode(variant, split, marker)
+    mode = resolve_marker_mode(variant, split, marker)
     base = default_seed(variant, split) if seed is None else int(seed)
     seeds = [image_seed(base, start + i) for i in range(n)]
     items = [_render(variant, mode, s, size) for s in seeds]
@@ -398,7 +404,7 @@ class ShapesDataset(Dataset):
         self.variant, self.n, self.split, self.size = variant, int(n), split, int(size)
         self.with_masks = with_masks
         self.seed = default_seed(variant, split) if seed is None else int(seed)
-        self.marker_mode = _marker_mode(variant, split, marker)
+        self.marker_mode = resolve_marker_mode(variant, split, marker)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -448,7 +454,7 @@ def write_shapes(variant: str, n: int, out_dir: str | os.PathLike, seed: int | N
         })
     manifest = {"dataset": "xvit-shapes", "generator_version": GENERATOR_VERSION, "variant": variant,
                 "split": split, "size": size, "base_seed": default_seed(variant, split) if seed is None else seed,
-                "marker_policy": _marker_mode(variant, split, marker) if variant == "spurious" else None,
+                "marker_policy": resolve_marker_mode(variant, split, marker) if variant == "spurious" else None,
                 "class_names": list(SHAPE_CLASSES), "items": rows}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     with open(out / "manifest.csv", "w", newline="") as f:

@@ -211,9 +211,9 @@ def _shapes(spec: str, size: tuple[int, int] | None) -> EvalDataset:
         SHAPE_CLASSES,
         SPLITS,
         VARIANTS,
-        _marker_mode,
         default_seed,
         make_shapes,
+        resolve_marker_mode,
     )
 
     parts = spec.split(":")
@@ -263,7 +263,7 @@ def _shapes(spec: str, size: tuple[int, int] | None) -> EvalDataset:
     info = {"format": "xvit-shapes", "variant": variant, "split": split, "render_size": render,
             "base_seed": default_seed(variant, split), "generator_version": GENERATOR_VERSION}
     if variant == "spurious":
-        info["marker"] = _marker_mode(variant, split, marker)
+        info["marker"] = resolve_marker_mode(variant, split, marker)
     return EvalDataset(spec=spec, ids=[f"shapes:{variant}:{split}:{i}" for i in range(n)], labels=batch.labels,
                        class_names=list(SHAPE_CLASSES), has_masks=True, pair=pair, reader=read, info=info,
                        marker_reader=read_marker if variant == "spurious" else None)
