@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from xvit.result import Explanation
-from xvit.viz import comparison_grid, overlay, overlay_explanation, save_grid
+from xvit.viz import comparison_grid, overlay, overlay_explanation, plot_curves, save_grid
 
 GREY = Image.new("RGB", (32, 24), (128, 128, 128))
 
@@ -80,3 +80,19 @@ def test_comparison_grid_layout_titles_and_save(tmp_path):
     path = save_grid(fig, tmp_path / "sub" / "grid.png")
     with Image.open(path) as saved:
         assert saved.format == "PNG" and saved.width > 300
+
+
+def test_plot_curves_draws_one_panel_per_entry_and_saves_a_png(tmp_path):
+    curves = {"deletion": {"a": {"x": [0.0, 0.5, 1.0], "y": np.array([1.0, 0.4, 0.1])},
+                           "b": {"x": [0.0, 0.5, 1.0], "y": [0.9, 0.6, 0.2], "n": 3}},
+              "randomization": {"a": {"x": [1, 2], "y": torch.tensor([0.8, 0.1]), "labels": ["head", "block 0"]}}}
+    fig = plot_curves(curves, "fraction", "probability")
+    assert [ax.get_title() for ax in fig.axes] == ["deletion", "randomization"]
+    assert len(fig.axes[0].get_lines()) == 2
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["head", "block 0"]
+    path = save_grid(fig, tmp_path / "curves" / "c.png")
+    assert path.stat().st_size > 0
+    with Image.open(path) as saved:
+        assert saved.format == "PNG" and saved.size == (1000, 380)  # two 5 x 3.8 inch panels at 100 dpi
+    with pytest.raises(ValueError, match="at least one panel"):
+        plot_curves({}, "x", "y")

@@ -1,4 +1,4 @@
-"""Colour maps, overlays and comparison figures: the only xvit module that uses matplotlib.
+"""Colour maps, overlays, comparison figures and curve plots: the only xvit module that uses matplotlib.
 
 Non-negative maps are min-max scaled and coloured with a perceptually uniform map (``inferno``; pass
 ``cmap="jet"`` for the Grad-CAM look). Signed maps are divided by the 99th percentile of their
@@ -26,7 +26,8 @@ from torch import Tensor
 
 from xvit.result import Explanation
 
-__all__ = ["DEFAULT_CMAP", "DIVERGING_CMAP", "overlay", "overlay_explanation", "comparison_grid", "save_grid"]
+__all__ = ["DEFAULT_CMAP", "DIVERGING_CMAP", "overlay", "overlay_explanation", "comparison_grid", "plot_curves",
+           "save_grid"]
 
 DEFAULT_CMAP = "inferno"
 DIVERGING_CMAP = "RdBu_r"
@@ -112,6 +113,35 @@ def comparison_grid(images: Sequence[Any], explanations: Mapping[str, Explanatio
             _panel(axes[b, j], overlays[method][b][k], f"{method}\n{name(target)} ({probs[b, target]:.2f})")
     if any(e.signed for e in explanations.values()):
         fig.supxlabel("signed maps: red supports the class, blue opposes it", fontsize=8)
+    return fig
+
+
+def plot_curves(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], xlabel: str, ylabel: str) -> Figure:
+    """Line plots side by side: one 5 × 3.8 inch panel per entry of ``curves``, one line per series.
+
+    Args:
+        curves: ``{panel title: {series label: curve}}``; a curve maps ``"x"`` and ``"y"`` to sequences of
+            equal length and may map ``"labels"`` to tick labels at ``x`` (drawn rotated, e.g. the units of a
+            randomisation test). Other keys are ignored.
+        xlabel, ylabel: axis labels of every panel.
+
+    Returns:
+        The figure; write it with :func:`save_grid` (``xvit evaluate`` draws its ``curves/*.png`` this way).
+    """
+    if not curves:
+        raise ValueError("plot_curves needs at least one panel.")
+    fig = Figure(figsize=(5 * len(curves), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (title, series) in zip(axes, curves.items(), strict=True):
+        for label, c in series.items():
+            ax.plot(c["x"], c["y"], marker="o", markersize=3, label=label)
+            if "labels" in c:
+                ax.set_xticks(c["x"], c["labels"], rotation=60, fontsize=7)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return fig
 
 

@@ -1,4 +1,7 @@
-"""Accumulating over batches equals one update on the concatenated data (torchmetrics' MetricTester idea)."""
+"""Accumulating over batches, or merging the states of metrics that saw parts of the data, equals one update on
+the concatenated data (torchmetrics' MetricTester idea)."""
+
+import io
 
 import pytest
 import torch
@@ -70,3 +73,28 @@ def test_batches_equal_one_call(case):
         split.update(*args(batch))
     _assert_same(split.compute(), whole.compute())
     assert whole.compute().scores.shape == (10,)
+
+
+def _saved(state):
+    """A state as the runner keeps it: through torch.save and torch.load(weights_only=True)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_merged_states_equal_one_call(case):
+    make, args = CASES[case]
+    whole = make()
+    whole.update(*args(D))
+    first, second = make(), make()
+    first_half, second_half = _batches([4, 6])
+    first.update(*args(first_half))
+    second.update(*args(second_half))
+    merged = make()
+    for part in (first, second):
+        merged.merge_state(_saved(part.state_dict()))
+    _assert_same(merged.compute(), whole.compute())
+    first.merge_state(second.state_dict())  # into a metric that holds batches of its own
+    _assert_same(first.compute(), whole.compute())

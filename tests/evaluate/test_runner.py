@@ -12,7 +12,7 @@ from PIL import Image
 import xvit
 from xvit.cli import main
 from xvit.data.shapes import SHAPE_CLASSES
-from xvit.evaluate import runner
+from xvit.evaluate import runner, state
 from xvit.evaluate.runner import evaluate
 from xvit.models import Preprocessing, create_vit, save_checkpoint
 
@@ -159,7 +159,7 @@ def test_marker_share_audit_through_the_cli(ckpt, model, tmp_path, capsys):
 
 
 def test_the_marker_policy_is_part_of_the_resume_fingerprint():
-    keys = {spec: runner._data_key(xvit.evaluate.load_dataset(spec, limit=1))
+    keys = {spec: state.data_key(xvit.evaluate.load_dataset(spec, limit=1))
             for spec in ("xvit-shapes:spurious:test:2:marker=random", "xvit-shapes:spurious:test:3:marker=random",
                          "xvit-shapes:spurious:test:2:marker=aligned", "xvit-shapes:single:test:2")}
     assert keys["xvit-shapes:spurious:test:2:marker=random"] == keys["xvit-shapes:spurious:test:3:marker=random"]
@@ -206,7 +206,7 @@ def test_interrupted_runs_resume_and_equal_a_clean_run(ckpt, tmp_path, monkeypat
     clean, resumed = tmp_path / "clean", tmp_path / "resumed"
     assert main([*args, "--out", str(clean)]) == 0
 
-    write_state = runner._write_state
+    write_state = runner.write_state
     written = []
 
     def interrupt_after_first_chunk(state_dir, unit):
@@ -215,21 +215,21 @@ def test_interrupted_runs_resume_and_equal_a_clean_run(ckpt, tmp_path, monkeypat
         write_state(state_dir, unit)
         written.append((unit["method"], unit["start"]))
 
-    monkeypatch.setattr(runner, "_write_state", interrupt_after_first_chunk)
+    monkeypatch.setattr(runner, "write_state", interrupt_after_first_chunk)
     capsys.readouterr()
     assert main([*args, "--out", str(resumed)]) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
     assert written == [("rollout", 0)] and not (resumed / "summary.json").exists()
-    monkeypatch.setattr(runner, "_write_state", write_state)
+    monkeypatch.setattr(runner, "write_state", write_state)
 
     computed = []
-    run_chunk = runner._run_chunk
+    run_chunk = runner.run_chunk
 
     def counting(plan, method, batch, *a, **k):
         computed.append((method, batch.indices[0]))
         return run_chunk(plan, method, batch, *a, **k)
 
-    monkeypatch.setattr(runner, "_run_chunk", counting)
+    monkeypatch.setattr(runner, "run_chunk", counting)
     assert main([*args, "--out", str(resumed)]) == 0
     assert sorted(computed) == [("attnlrp", 0), ("attnlrp", 3), ("rollout", 3)]
     assert _comparable(resumed) == _comparable(clean)
@@ -309,7 +309,7 @@ def test_target_without_labels_is_a_user_error(model):
 
 
 def test_energy_maps_use_magnitude_or_positive_part_for_signed_methods():
-    from xvit.evaluate.runner import energy_maps
+    from xvit.evaluate.columns import energy_maps
     from xvit.result import Explanation
 
     raw = torch.tensor([[[[-2.0, 0.0], [1.0, 0.0]]]])

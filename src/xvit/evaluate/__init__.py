@@ -1,7 +1,8 @@
 """Explanation-quality metrics: faithfulness, localisation and sanity (specs/evaluation.md).
 
 Each metric is a class with ``update(...)``/``compute()`` and a functional twin; both return a
-:class:`MetricResult`. ``metrics()`` lists the registered names, ``get_metric(name)`` returns the class.
+:class:`MetricResult`. ``state_dict()``/``merge_state()`` save and combine what metrics accumulated over
+parts of the data. ``metrics()`` lists the registered names, ``get_metric(name)`` returns the class.
 """
 
 from xvit.evaluate.base import METRICS, Metric, MetricResult, get_metric, metrics

@@ -9,7 +9,7 @@ send them through the model in chunks of ``batch_size`` (no per-image loop).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -98,7 +98,8 @@ class Metric:
     """Base class: keyword parameters validated against ``param_constraints``, list states, ``reset``.
 
     Subclasses set ``name``, ``higher_is_better`` and ``param_constraints``, call ``_append`` in ``update``
-    and build their result with ``_result`` in ``compute``.
+    and build their result with ``_result`` in ``compute``. Subclasses with accumulated state beyond the
+    appended pieces and ``forward_passes`` extend :meth:`state_dict` and :meth:`merge_state`.
     """
 
     name: ClassVar[str]
@@ -120,6 +121,23 @@ class Metric:
         """Forget everything accumulated by ``update``."""
         self._state: dict[str, list[Tensor]] = {}
         self._forward_passes = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``update`` has accumulated, parameters excluded: ``pieces`` (``{name: [one tensor per batch]}``,
+        in update order) and ``forward_passes``, plus any fields a subclass adds. Holds only tensors, lists,
+        dicts, strings, numbers and ``None``, so ``torch.save``/``torch.load(weights_only=True)`` keep it."""
+        return {"pieces": {k: list(v) for k, v in self._state.items()}, "forward_passes": self._forward_passes}
+
+    def merge_state(self, state: Mapping[str, Any]) -> None:
+        """Add another metric's :meth:`state_dict` (same class and parameters) after what this one holds.
+
+        ``compute()`` then returns what one metric updated with this one's batches and then the other's would
+        (every metric accumulates batches exactly, tests/evaluate/test_accumulation.py); merging into a fresh
+        metric restores a saved state.
+        """
+        for key, pieces in state["pieces"].items():
+            self._state.setdefault(key, []).extend(pieces)
+        self._forward_passes += state["forward_passes"]
 
     def _append(self, **pieces: Tensor) -> None:
         for key, value in pieces.items():

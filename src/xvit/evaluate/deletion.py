@@ -9,6 +9,7 @@ preset follows aenglebert/Transformer_Input_Sampling ``metrics/deletion.py``, ``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -140,6 +141,16 @@ class DeletionInsertion(Metric):
     def reset(self) -> None:
         super().reset()
         self._curve_x: Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state plus ``curve_x``, the x-axis of the curves (``None`` before any update)."""
+        return {**super().state_dict(), "curve_x": self._curve_x}
+
+    def merge_state(self, state: Mapping[str, Any]) -> None:
+        """As :meth:`Metric.merge_state`; the first ``curve_x`` seen is kept."""
+        super().merge_state(state)
+        if self._curve_x is None:
+            self._curve_x = state["curve_x"]
 
     def _counts(self, hw: int) -> tuple[Tensor, Tensor]:
         if self.pixels_per_step is not None:

@@ -8,7 +8,7 @@ Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018, arXiv:1810.0329
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -146,6 +146,17 @@ class Randomization(Metric):
         super().reset()
         self._unit_names: list[str] | None = None
         self._explain_calls = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state plus ``unit_names`` (``None`` before any update) and the ``explain_calls`` count."""
+        return {**super().state_dict(), "unit_names": self._unit_names, "explain_calls": self._explain_calls}
+
+    def merge_state(self, state: Mapping[str, Any]) -> None:
+        """As :meth:`Metric.merge_state`; explanation calls add up and the first unit names seen are kept."""
+        super().merge_state(state)
+        self._explain_calls += state["explain_calls"]
+        if self._unit_names is None:
+            self._unit_names = state["unit_names"]
 
     def _steps(self, work: nn.Module) -> list[tuple[str, Callable[[], None]]]:
         if self.units == "module":
