@@ -35,7 +35,8 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
-    "SHAPE_CLASSES", "VARIANTS", "SPLITS", "GENERATOR_VERSION", "MARKER_COLOR", "P_MARKER_CLASS0", "P_MARKER_OTHER",
+    "SHAPE_CLASSES", "VARIANTS", "SPLITS", "GENERATOR_VERSION", "MARKER_COLOR", "MARKER_MODES", "P_MARKER_CLASS0",
+    "P_MARKER_OTHER",
     "ShapesBatch", "ShapesDataset", "default_seed", "image_seed", "make_shapes", "marker_box", "resolve_marker_mode",
     "write_shapes",
 ]
