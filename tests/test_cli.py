@@ -86,7 +86,7 @@ def test_explain_with_a_class_index(workspace, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "rolout"], "unknown method 'rolout'. Did you mean rollout"),
+    (["--method", "rolout"], "unknown method 'rolout'. Did you mean 'rollout'"),
     (["--target", "6"], "--target 6 is out of range: the model has 6 classes"),
     (["--model", "no-such-model"], "Cannot load model 'no-such-model'"),
 ])

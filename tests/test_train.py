@@ -138,3 +138,17 @@ def test_mimetic_training_run_learns_and_records_its_init(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["config"]["init"] == "mimetic"
     with pytest.raises(ValueError, match="init must be"):
         train(_config(tmp_path, init="xavier"))
+
+
+def test_shapes_predictions_are_the_models_argmax_on_fresh_images(tmp_path):
+    from xvit.models import create_vit
+    from xvit.train import shapes_accuracy, shapes_predictions
+
+    model = create_vit("nano", img_size=48, patch_size=8, num_classes=10).eval()
+    labels, preds, marker = shapes_predictions(model, "spurious", 12, marker="random", batch_size=5)
+    batch = make_shapes("spurious", 12, size=48, split="test", marker="random")
+    with torch.no_grad():
+        expected = model(normalize(batch.images)).argmax(1)
+    assert torch.equal(labels, batch.labels) and torch.equal(marker, batch.marker)
+    assert torch.equal(preds, expected)
+    assert shapes_accuracy(model, "spurious", 12, marker="random") == (expected == batch.labels).sum().item() / 12

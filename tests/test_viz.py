@@ -96,3 +96,16 @@ def test_plot_curves_draws_one_panel_per_entry_and_saves_a_png(tmp_path):
         assert saved.format == "PNG" and saved.size == (1000, 380)  # two 5 x 3.8 inch panels at 100 dpi
     with pytest.raises(ValueError, match="at least one panel"):
         plot_curves({}, "x", "y")
+
+
+def test_upsample_maps_resizes_any_leading_shape_bilinearly():
+    import torch.nn.functional as F
+
+    from xvit.explainer import upsample_maps
+
+    maps = torch.rand(2, 3, 4, 5)
+    up = upsample_maps(maps, (8, 10))
+    expected = F.interpolate(maps.reshape(6, 1, 4, 5), size=(8, 10), mode="bilinear", align_corners=False)
+    assert up.shape == (2, 3, 8, 10) and torch.allclose(up, expected.reshape(2, 3, 8, 10))
+    assert upsample_maps(maps, (4, 5)) is maps
+    assert torch.allclose(upsample_maps(maps[0, 0], (8, 10)), expected[0, 0])

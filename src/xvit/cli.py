@@ -10,7 +10,6 @@ returns exit status 2.
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import json
 import math
@@ -23,6 +22,7 @@ from typing import Any, NoReturn
 import xvit  # first: installs the torchvision import shim that timm and transformers need
 from xvit.adapters import UnsupportedModelError
 from xvit.data.images import ImageLoadError
+from xvit.registry import did_you_mean
 
 __all__ = ["MAIN_METHODS", "DEFAULT_MODEL", "UsageError", "build_parser", "main", "map_statistics"]
 
@@ -289,9 +289,7 @@ def _check_methods(names: Sequence[str]) -> list[str]:
     registry = xvit.methods()
     for name in names:
         if name not in registry:
-            close = difflib.get_close_matches(name, list(registry), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise UsageError(f"unknown method {name!r}.{hint} Run 'xvit methods' for the list.")
+            raise UsageError(f"unknown method {name!r}.{did_you_mean(name, registry)} Run 'xvit methods' for the list.")
     return list(dict.fromkeys(names))
 
 

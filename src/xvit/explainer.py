@@ -40,6 +40,15 @@ def normalise_maps(maps: Tensor) -> Tensor:
     return (maps - lo) / (hi - lo).clamp(min=1e-12)
 
 
+def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly resize each map of ``(..., h, w)`` to ``size`` (unchanged when it already has that size)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    lead = maps.shape[:-2]
+    up = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]), size=tuple(size), mode="bilinear", align_corners=False)
+    return up.reshape(*lead, *size)
+
+
 class Explainer:
     """Explain a ViT's predictions with one attribution method.
 
@@ -135,9 +144,7 @@ class Explainer:
         raw = raw.expand(B, K, *raw.shape[2:])
         logits = out.logits.reshape(B, -1, out.logits.shape[-1])[:, 0] if per_image else out.logits
         used = out.targets.view(B, 1) if targets is None else targets
-        up = raw if raw.shape[-2:] == (H, W) else F.interpolate(
-            raw.reshape(B * K, 1, *raw.shape[-2:]), size=(H, W), mode="bilinear", align_corners=False
-        ).reshape(B, K, H, W)
+        up = upsample_maps(raw, (H, W))
         extras = {k: v.reshape(B, K) if isinstance(v, Tensor) and v.numel() == B * K else v
                   for k, v in out.extras.items()}
         meta = {"signed": bool(self.method.signed), "class_specific": self.method.class_specific,

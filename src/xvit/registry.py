@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'a', 'b'?`` with the close matches of ``name`` among ``choices``, or ``""``."""
+    close = difflib.get_close_matches(str(name), list(choices), n=3)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 class Registry(Generic[T]):
@@ -35,10 +41,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), list(self._entries), n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise KeyError(
-                f"Unknown {self.kind} {name!r}.{hint} See {self.listing_hint} for the full list."
+                f"Unknown {self.kind} {name!r}.{did_you_mean(name, self._entries)} See {self.listing_hint} for "
+                "the full list."
             ) from None
 
     def info(self, name: str) -> dict[str, Any]:

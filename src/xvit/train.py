@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from xvit.data.shapes import GENERATOR_VERSION, SHAPE_CLASSES, ShapesDataset, default_seed, make_shapes
 from xvit.models import Preprocessing, VisionTransformer, create_vit, load_model, save_checkpoint
@@ -213,42 +214,25 @@ def shapes_accuracy(model: nn.Module | str, variant: str = "single", n: int = 2_
                     split: str = "test", marker: str | None = None) -> float:
     """Top-1 accuracy (fp32) of a model, or a model spec for :func:`xvit.models.load_model`, on ``n``
     freshly rendered xvit-shapes images of ``variant`` at the model's input size."""
+    labels, preds = shapes_predictions(model, variant, n, seed=seed, split=split, marker=marker)[:2]
+    return (preds == labels).sum().item() / n
+
+
+@torch.no_grad()
+def shapes_predictions(model: nn.Module | str, variant: str = "single", n: int = 2_000, seed: int | None = None,
+                       split: str = "test", marker: str | None = None, batch_size: int = 250
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(labels, top-1 predictions, marker flags)`` of a model (fp32, eval mode), or a model spec for
+    :func:`xvit.models.load_model`, on ``n`` freshly rendered xvit-shapes images of ``variant`` at the
+    model's input size; what :func:`shapes_accuracy` and the model cards measure."""
     if isinstance(model, str):
         model = load_model(model)
+    model.eval()
     size = model.config.img_size if isinstance(model, VisionTransformer) else 112
     batch = make_shapes(variant, n, seed=seed, size=size, split=split, marker=marker)
-    return _evaluate(model, batch.images, batch.labels, bf16=False)[1]
-
-
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar, or a minimal stand-in writing one carriage-return line to stderr."""
-    if not enabled:
-        return _Quiet()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _StderrBar(total, desc)
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
-
-
-class _Quiet:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix_str(self, s: str) -> None: ...
-    def close(self) -> None: ...
-
-
-class _StderrBar(_Quiet):
-    def __init__(self, total: int, desc: str) -> None:
-        self.total, self.desc, self.n = total, desc, 0
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-
-    def set_postfix_str(self, s: str) -> None:
-        print(f"\r{self.desc} {self.n}/{self.total} {s}", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        print(file=sys.stderr)
+    preds = torch.cat([model(normalize(batch.images[i:i + batch_size])).float().argmax(1)
+                       for i in range(0, n, batch_size)])
+    return batch.labels, preds, batch.marker
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -337,7 +321,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         t_epoch = time.perf_counter()
         low_res = cfg.low_res_size if epoch < cfg.low_res_epochs else None
         run_loss, run_token_loss, run_correct, seen = 0.0, 0.0, 0, 0
-        bar = _progress(steps_per_epoch, cfg.progress, f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
+                   disable=not cfg.progress)
         for batch in loader:
             x, y = batch[0], batch[1]
             if flip:

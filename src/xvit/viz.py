@@ -18,12 +18,12 @@ from typing import Any
 import matplotlib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
+from xvit.explainer import upsample_maps
 from xvit.result import Explanation
 
 __all__ = ["DEFAULT_CMAP", "DIVERGING_CMAP", "overlay", "overlay_explanation", "comparison_grid", "plot_curves",
@@ -177,8 +177,7 @@ def _colorize(map2d: Tensor | np.ndarray, size: tuple[int, int], signed: bool,
         raise ValueError(f"Expected a 2-D map (h, w); got shape {tuple(m.shape)}.")
     if not torch.isfinite(m).all():
         raise ValueError("The map holds NaN or infinite values.")
-    if tuple(m.shape) != tuple(size):
-        m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    m = upsample_maps(m, size)
     if signed:
         scale = torch.quantile(m.abs().flatten(), 0.99)
         scale = scale if scale > 0 else m.abs().max()

@@ -284,7 +284,7 @@ def test_gtsegs_file_through_the_runner(model, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--data", "xvit-shapes:nope:test"], "xvit-shapes:<variant>:<split>"),
     (["--data", "/no/such/dir"], "neither an existing folder"),
-    (["--data", "xvit-shapes:single:test:4", "--metrics", "perturbaton"], "Did you mean perturbation"),
+    (["--data", "xvit-shapes:single:test:4", "--metrics", "perturbaton"], "Did you mean 'perturbation'"),
     (["--data", "xvit-shapes:single:test:4", "--methods", "rolout"], "unknown method 'rolout'"),
     (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout=3"], "METHOD.KEY=VALUE"),
     (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout.head_fusion=median"], "head_fusion"),

@@ -337,7 +337,8 @@ def resolve_marker_mode(variant: str, split: str, marker: str | None) -> str:
     if marker is None:
         return "random" if split == "test" else "correlated"
     if marker not in MARKER_MODES:
-        raise ValueError(f"marker must be one of {list(MARKER_MODES)} or None; got {marker!r}.")
+        raise ValueError(f"marker must be one of {', '.join(MARKER_MODES)} (or None: the split's default); "
+                         f"got {marker!r}.")
     if variant != "spurious":
         raise ValueError("marker= applies only to the 'spurious' variant.")
     return marker

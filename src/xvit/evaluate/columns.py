@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xvit.evaluate.base import Metric, MetricResult, get_metric, logits_of, summarize
 from xvit.evaluate.cost import Cost, measure_cost
+from xvit.explainer import upsample_maps
 from xvit.result import Explanation
 
 if TYPE_CHECKING:
@@ -87,16 +87,9 @@ def _explain_fn(method: str, params: Mapping[str, Any]) -> Callable[[nn.Module, 
 
     def explain_fn(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
         exp = xvit.explain(model, x, method, target=targets[:, None], **params)
-        return _upsampled_raw(exp.raw[:, 0], x.shape[-2:])
+        return upsample_maps(exp.raw[:, 0].float(), tuple(x.shape[-2:]))
 
     return explain_fn
-
-
-def _upsampled_raw(raw: Tensor, size: Sequence[int]) -> Tensor:
-    raw = raw.float()
-    if tuple(raw.shape[-2:]) == tuple(size):
-        return raw
-    return F.interpolate(raw[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
 def energy_maps(exp: Explanation, part: str) -> Tensor:
@@ -108,12 +101,7 @@ def energy_maps(exp: Explanation, part: str) -> Tensor:
         return exp.maps.float()
     raw = exp.raw.float()
     raw = raw.abs() if part == "abs" else raw.clamp(min=0)
-    size = tuple(exp.maps.shape[-2:])
-    if tuple(raw.shape[-2:]) != size:
-        B, K = raw.shape[:2]
-        raw = F.interpolate(raw.reshape(B * K, 1, *raw.shape[-2:]), size=size, mode="bilinear",
-                            align_corners=False).reshape(B, K, *size)
-    return raw
+    return upsample_maps(raw, tuple(exp.maps.shape[-2:]))
 
 
 def _conservation(method: str, exp: Explanation) -> tuple[Tensor | None, str | None]:

@@ -241,8 +241,10 @@ def _shapes(spec: str, size: tuple[int, int] | None) -> EvalDataset:
     if marker is not None and variant != "spurious":
         raise DataSpecError(f"marker= in {spec!r} applies only to the spurious variant, e.g. "
                             f"xvit-shapes:spurious:{split}:{n}:marker={marker}.")
-    if marker is not None and marker not in MARKER_MODES:
-        raise DataSpecError(f"marker in {spec!r} must be one of {', '.join(MARKER_MODES)}; got {marker!r}.")
+    try:
+        marker_mode = resolve_marker_mode(variant, split, marker)
+    except ValueError as err:
+        raise DataSpecError(f"marker in {spec!r}: {err}") from None
     # Render at the model's size when it is square and large enough: masks stay pixel-exact.
     render = size[0] if size is not None and size[0] == size[1] and size[0] >= 24 else 112
     batch = make_shapes(variant, n, split=split, size=render, marker=marker)
@@ -263,7 +265,7 @@ def _shapes(spec: str, size: tuple[int, int] | None) -> EvalDataset:
     info = {"format": "xvit-shapes", "variant": variant, "split": split, "render_size": render,
             "base_seed": default_seed(variant, split), "generator_version": GENERATOR_VERSION}
     if variant == "spurious":
-        info["marker"] = resolve_marker_mode(variant, split, marker)
+        info["marker"] = marker_mode
     return EvalDataset(spec=spec, ids=[f"shapes:{variant}:{split}:{i}" for i in range(n)], labels=batch.labels,
                        class_names=list(SHAPE_CLASSES), has_masks=True, pair=pair, reader=read, info=info,
                        marker_reader=read_marker if variant == "spurious" else None)

@@ -7,7 +7,6 @@ the model's classes and returns a :class:`Plan`, the run's fixed settings.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,9 @@ from xvit.evaluate.datasets import DataSpecError, EvalDataset, load_dataset
 from xvit.evaluate.provenance import model_info
 from xvit.evaluate.randomization import vit_randomization_units
 from xvit.explainer import eval_mode
+from xvit.registry import did_you_mean
 
-__all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "METRIC_NAMES", "Plan", "did_you_mean", "prepare"]
+__all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "METRIC_NAMES", "Plan", "prepare"]
 
 METRIC_NAMES = ("perturbation", "deletion_insertion", "segmentation", "pointing_game", "energy_pointing_game",
                 "class_sensitivity", "marker_share", "randomization", "conservation", "cost")
@@ -183,12 +183,6 @@ def prepare(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[s
                 raise ValueError(f"{col.metric}: {e}") from None
     plan.model_info = model_info(model, spec)
     return plan
-
-
-def did_you_mean(name: str, choices: Sequence[str]) -> str:
-    """`` Did you mean a, b?`` with the close matches of ``name``, or ``""``."""
-    close = difflib.get_close_matches(str(name), list(choices), n=3)
-    return f" Did you mean {', '.join(close)}?" if close else ""
 
 
 def _label_map(data: EvalDataset, model: nn.Module, num_classes: int, notes: list[str]) -> Tensor | None:

@@ -38,15 +38,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from xvit.evaluate.base import MetricResult
 from xvit.evaluate.columns import aggregate, clean_pass, run_chunk
 from xvit.evaluate.datasets import EvalDataset
 from xvit.evaluate.outputs import markdown, per_image_rows, skipped_row, summary_row, write_outputs
-from xvit.evaluate.plan import DEFAULT_METHODS, DEFAULT_METRICS, METRIC_NAMES, Plan, did_you_mean, prepare
+from xvit.evaluate.plan import DEFAULT_METHODS, DEFAULT_METRICS, METRIC_NAMES, Plan, prepare
 from xvit.evaluate.provenance import provenance
 from xvit.evaluate.state import fingerprint, open_state_dir, saved_units, write_state
 from xvit.explainer import eval_mode
+from xvit.registry import did_you_mean
 
 __all__ = ["DEFAULT_METRICS", "METRIC_NAMES", "EvaluationResult", "add_evaluate_arguments", "evaluate", "run_evaluate"]
 
@@ -146,7 +148,8 @@ def _execute(plan: Plan, out_dir: Path | None, *, resume: bool, progress: bool, 
     todo = [(start, stop) for start, stop in chunks if any((m, start) not in units for m in methods)]
     wall: dict[str, float] = {m: 0.0 for m in methods}
     warmed: set[str] = set()
-    bar = _progress_bar(n * len(methods), sum(units[k]["stop"] - units[k]["start"] for k in units), progress)
+    bar = tqdm(total=n * len(methods), initial=sum(units[k]["stop"] - units[k]["start"] for k in units), unit="img",
+               desc="evaluate", file=sys.stderr, dynamic_ncols=True, disable=not progress)
     try:
         with torch.random.fork_rng(), eval_mode(plan.model):
             for start, stop in todo:
@@ -167,22 +170,6 @@ def _execute(plan: Plan, out_dir: Path | None, *, resume: bool, progress: bool, 
     finally:
         bar.close()
     return _finish(plan, out_dir, chunks, units, wall, reused, command)
-
-
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is optional for the Python API
-        enabled = False
-    if not enabled:
-        return _NoBar()
-    return tqdm(total=total, initial=initial, unit="img", desc="evaluate", file=sys.stderr, dynamic_ncols=True)
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix_str(self, s: str, refresh: bool = True) -> None: ...
-    def close(self) -> None: ...
 
 
 def _finish(plan: Plan, out_dir: Path | None, chunks: list[tuple[int, int]], units: dict[tuple[str, int], Any],

@@ -3,7 +3,8 @@
 Everything in the card comes from the checkpoint directory (``config.json``, ``model.safetensors``,
 ``log.jsonl``) or is measured when the card is written: for xvit-shapes checkpoints the test accuracy
 (overall, per class and, for the ``spurious`` variant, per marker policy with the shortcut breakdown) on
-freshly rendered test images, in float32, computed exactly as :func:`xvit.train.shapes_accuracy` does.
+freshly rendered test images, in float32, by :func:`xvit.train.shapes_predictions` (as
+:func:`xvit.train.shapes_accuracy`).
 Checkpoints trained on an image folder are not re-measured; their card reports the held-out accuracy
 recorded at training time. Older checkpoints whose training config lacks a training aid's fields
 (``low_res_size``, ``token_loss``, ``init``) were trained without it.
@@ -21,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from xvit.data.shapes import GENERATOR_VERSION, P_MARKER_CLASS0, P_MARKER_OTHER, default_seed, make_shapes, marker_box
+from xvit.data.shapes import GENERATOR_VERSION, P_MARKER_CLASS0, P_MARKER_OTHER, default_seed, marker_box
 from xvit.models import VisionTransformer, load_model
-from xvit.train import SHAPES_PREFIX, TOKEN_COVERAGE, normalize
+from xvit.train import SHAPES_PREFIX, TOKEN_COVERAGE, shapes_predictions
 
 __all__ = ["write_model_card", "main"]
 
@@ -50,18 +50,12 @@ class _Predictions:
 
 
 def _acc(correct: Tensor) -> float:
-    """Share of True entries, computed as ``correct / n`` like :func:`xvit.train.shapes_accuracy`."""
+    """Share of True entries (NaN for none)."""
     return int(correct.sum()) / len(correct) if len(correct) else float("nan")
 
 
-@torch.no_grad()
-def _predict(model: VisionTransformer, variant: str, n: int, marker: str | None = None,
-             batch_size: int = 250) -> _Predictions:
-    """Top-1 predictions (float32) on ``n`` fresh test images, batched as ``shapes_accuracy`` batches them."""
-    batch = make_shapes(variant, n, size=model.config.img_size, split="test", marker=marker)
-    preds = [model(normalize(batch.images[i:i + batch_size])).float().argmax(1)
-             for i in range(0, n, batch_size)]
-    return _Predictions(batch.labels, torch.cat(preds), batch.marker)
+def _predict(model: VisionTransformer, variant: str, n: int, marker: str | None = None) -> _Predictions:
+    return _Predictions(*shapes_predictions(model, variant, n, split="test", marker=marker))
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
