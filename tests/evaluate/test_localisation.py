@@ -117,7 +117,7 @@ def test_marker_share_hand_computed():
     # Image 2 is explained as the shortcut class but has no marker, so only image 0 counts as a shortcut case.
     assert (r.summary["shortcut_share"], r.summary["shortcut_n"]) == (pytest.approx(1.0), 1)
     assert (r.summary["other_share"], r.summary["other_n"]) == (pytest.approx(0.09), 1)
-    assert r.summary["excluded"] == 1
+    assert r.summary["excluded"] == 1 and math.isnan(r.summary["shortcut_ci95"])  # one image: no interval
     assert marker_share(-maps, masks, targets, normalise=False).scores[:2].tolist() == pytest.approx([1.0, 0.09])
     # Min-max normalisation (the default) makes a uniform map zero: excluded, as in the energy pointing game.
     normalised = marker_share(maps, masks, targets)
@@ -134,6 +134,18 @@ def test_marker_share_normalises_like_the_energy_pointing_game():
     assert r.value == pytest.approx(9 / (9 + 0.5 * 90))
     assert r.value == pytest.approx(energy_pointing_game(maps, masks).value)
     assert r.summary["shortcut_share"] == pytest.approx(r.value) and r.summary["other_n"] == 0
+
+
+def test_marker_share_gives_each_subset_a_95_percent_interval():
+    masks = torch.zeros(4, 10, 10, dtype=torch.bool)
+    masks[:, 0:2, 0:5] = True  # 10 px of 100
+    maps = torch.ones(4, 10, 10)
+    maps[:, 0:2, 0:5] = torch.tensor([10.0, 30.0, 90.0, 90.0]).view(4, 1, 1)  # 10·v on the marker, 90 elsewhere
+    r = marker_share(maps, masks, torch.tensor([0, 0, 2, 2]), normalise=False)
+    shares = torch.tensor([100 / 190, 300 / 390, 900 / 990, 900 / 990], dtype=torch.float64)
+    assert r.summary["shortcut_share"] == pytest.approx(float(shares[:2].mean()))
+    assert r.summary["shortcut_ci95"] == pytest.approx(1.96 * float(shares[:2].std()) / math.sqrt(2))
+    assert r.summary["other_ci95"] == pytest.approx(0.0, abs=1e-9) and r.summary["other_n"] == 2
 
 
 def test_marker_share_checks_its_inputs():

@@ -221,10 +221,10 @@ class MarkerShare(Metric):
         shortcut_class: the class the marker stands for (0, ``circle``, on xvit-shapes).
 
     ``compute()``: ``value`` = ``scores.mean()`` over included images; ``summary`` has ``chance`` (mean ``A``
-    over included images), ``lift`` (``value / chance``), ``shortcut_share``/``shortcut_n`` and
-    ``other_share``/``other_n`` (mean share and count over included images whose target is / is not
-    ``shortcut_class``) and ``excluded``; ``per_image["chance"]`` (NaN without a marker) and
-    ``per_image["targets"]``.
+    over included images), ``lift`` (``value / chance``), ``shortcut_share``/``shortcut_ci95``/``shortcut_n``
+    and ``other_share``/``other_ci95``/``other_n`` (mean share, half-width of its 95 % interval and count over
+    included images whose target is / is not ``shortcut_class``) and ``excluded``; ``per_image["chance"]``
+    (NaN without a marker) and ``per_image["targets"]``.
     """
 
     name = "marker_share"
@@ -264,10 +264,11 @@ class MarkerShare(Metric):
         value = summarize(share)["mean"]
         mean_chance = float(chance[valid].double().mean()) if valid.any() else math.nan
         shortcut = targets == self.shortcut_class
-        summary = {"chance": mean_chance, "lift": value / mean_chance,
-                   "shortcut_share": summarize(share[shortcut])["mean"], "shortcut_n": int((valid & shortcut).sum()),
-                   "other_share": summarize(share[~shortcut])["mean"], "other_n": int((valid & ~shortcut).sum()),
-                   "excluded": int((~valid).sum())}
+        summary = {"chance": mean_chance, "lift": value / mean_chance}
+        for prefix, subset in (("shortcut", shortcut), ("other", ~shortcut)):
+            s = summarize(share[subset])
+            summary |= {f"{prefix}_share": s["mean"], f"{prefix}_ci95": s["high"] - s["mean"], f"{prefix}_n": s["n"]}
+        summary["excluded"] = int((~valid).sum())
         return self._result(share, value=value, summary=summary, per_image={"chance": chance, "targets": targets})
 
 

@@ -214,7 +214,8 @@ def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[s
         lines.append(f"| {m} | " + " | ".join(_cell(by[(m, c)]) for c in cols) + " |")
     extra_keys = {"perturbation_pos": ("clean_accuracy", "auc_target"), "perturbation_neg": ("auc_target",),
                   "segmentation": ("pixel_accuracy", "miou", "map"), "pointing_game": ("class_mean", "excluded"),
-                  "marker_share": ("chance", "lift", "shortcut_share", "shortcut_n"),
+                  "marker_share": ("chance", "lift", "shortcut_share", "shortcut_ci95", "shortcut_n",
+                                   "other_share", "other_ci95", "other_n"),
                   "conservation": ("completeness_pass",),
                   "cost": ("relative_to_forward", "peak_memory_bytes")}
     extras = []
