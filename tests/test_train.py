@@ -144,8 +144,10 @@ def test_shapes_predictions_are_the_models_argmax_on_fresh_images(tmp_path):
     from xvit.models import create_vit
     from xvit.train import shapes_accuracy, shapes_predictions
 
-    model = create_vit("nano", img_size=48, patch_size=8, num_classes=10).eval()
+    model = create_vit("nano", img_size=48, patch_size=8, num_classes=10).train()
     labels, preds, marker = shapes_predictions(model, "spurious", 12, marker="random", batch_size=5)
+    assert model.training  # the caller's mode is restored
+    model.eval()
     batch = make_shapes("spurious", 12, size=48, split="test", marker="random")
     with torch.no_grad():
         expected = model(normalize(batch.images)).argmax(1)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from xvit.data.shapes import GENERATOR_VERSION, SHAPE_CLASSES, ShapesDataset, default_seed, make_shapes
+from xvit.explainer import eval_mode
 from xvit.models import Preprocessing, VisionTransformer, create_vit, load_model, save_checkpoint
 
 __all__ = ["TrainConfig", "train", "shapes_accuracy", "add_train_arguments", "run_train", "main"]
@@ -224,14 +225,15 @@ def shapes_predictions(model: nn.Module | str, variant: str = "single", n: int =
                        ) -> tuple[Tensor, Tensor, Tensor]:
     """``(labels, top-1 predictions, marker flags)`` of a model (fp32, eval mode), or a model spec for
     :func:`xvit.models.load_model`, on ``n`` freshly rendered xvit-shapes images of ``variant`` at the
-    model's input size; what :func:`shapes_accuracy` and the model cards measure."""
+    model's input size; what :func:`shapes_accuracy` and the model cards measure. The model's train/eval
+    mode is restored afterwards."""
     if isinstance(model, str):
         model = load_model(model)
-    model.eval()
     size = model.config.img_size if isinstance(model, VisionTransformer) else 112
     batch = make_shapes(variant, n, seed=seed, size=size, split=split, marker=marker)
-    preds = torch.cat([model(normalize(batch.images[i:i + batch_size])).float().argmax(1)
-                       for i in range(0, n, batch_size)])
+    with eval_mode(model):
+        preds = torch.cat([model(normalize(batch.images[i:i + batch_size])).float().argmax(1)
+                           for i in range(0, n, batch_size)])
     return batch.labels, preds, batch.marker
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from xvit.data.shapes import GENERATOR_VERSION, P_MARKER_CLASS0, P_MARKER_OTHER, default_seed, marker_box
 from xvit.models import VisionTransformer, load_model
-from xvit.train import SHAPES_PREFIX, TOKEN_COVERAGE, shapes_predictions
+from xvit.train import SHAPES_PREFIX, TOKEN_COVERAGE, shapes_accuracy, shapes_predictions
 
 __all__ = ["write_model_card", "main"]
 
@@ -52,10 +52,6 @@ class _Predictions:
 def _acc(correct: Tensor) -> float:
     """Share of True entries (NaN for none)."""
     return int(correct.sum()) / len(correct) if len(correct) else float("nan")
-
-
-def _predict(model: VisionTransformer, variant: str, n: int, marker: str | None = None) -> _Predictions:
-    return _Predictions(*shapes_predictions(model, variant, n, split="test", marker=marker))
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -496,10 +492,10 @@ def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None,
     sections = [[f"# {name}", "", _description(name, dataset, variant, n_params, class_names, training, cfg)],
                 _model_section(config, model, weights, class_names, n_params)]
     if dataset == "xvit-shapes":
-        test = _predict(model, variant, test_size)
+        test = _Predictions(*shapes_predictions(model, variant, test_size))
         sections.append(_shapes_accuracy_section(name, variant, test, class_names, data, target))
         if variant == "spurious":
-            by_policy = {p: test.accuracy if p == "random" else _predict(model, variant, test_size, p).accuracy
+            by_policy = {p: test.accuracy if p == "random" else shapes_accuracy(model, variant, test_size, marker=p)
                          for p in MARKER_POLICIES}
             sections.append(_shortcut_section(name, img_size, test, by_policy, class_names[0]))
     else:
