@@ -101,7 +101,7 @@ def test_plot_curves_draws_one_panel_per_entry_and_saves_a_png(tmp_path):
 def test_upsample_maps_resizes_any_leading_shape_bilinearly():
     import torch.nn.functional as F
 
-    from xvit.explainer import upsample_maps
+    from xvit.utils.maps import upsample_maps
 
     maps = torch.rand(2, 3, 4, 5)
     up = upsample_maps(maps, (8, 10))

@@ -17,12 +17,8 @@ where ``/proc`` does not exist it is ``None``.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import gc
-import os
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +29,8 @@ from torch import nn
 import xvit
 from xvit.adapters import get_adapter
 from xvit.models import preprocessing_for
+from xvit.utils.logits import unwrap_logits
+from xvit.utils.memory import PeakMemory
 
 __all__ = ["run_benchmark", "format_table"]
 
@@ -74,7 +72,7 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
 
     def forward_backward() -> None:
         xg = x.clone().requires_grad_(True)
-        torch.autograd.grad(_logits(model(xg)).sum(), [xg, *params])
+        torch.autograd.grad(unwrap_logits(model(xg)).sum(), [xg, *params])
 
     rows = []
     with get_adapter(model).eager_attention():
@@ -113,13 +111,6 @@ def _row(method: str, seconds: float, peak_bytes: int | None) -> dict[str, Any]:
     return {"method": method, "seconds": seconds, "peak_mib": peak_mib}
 
 
-def _logits(out: Any) -> torch.Tensor:
-    """Logits from a tensor, a Hugging Face ``ModelOutput`` or a tuple."""
-    if isinstance(out, torch.Tensor):
-        return out
-    return out.logits if hasattr(out, "logits") else out[0]
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -138,53 +129,6 @@ def _measure(fn: Callable[[], Any], repeats: int, warmup: int,
         _sync(device)
         times.append(time.perf_counter() - t0)
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
+    with PeakMemory(device, trim=True) as probe:
         fn()
-        torch.cuda.synchronize(device)
-        return statistics.median(times), torch.cuda.max_memory_allocated(device) - before
-    return statistics.median(times), _peak_rss_increase(fn)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def _peak_rss_increase(fn: Callable[[], Any], interval: float = 1e-3) -> int | None:
-    """Largest RSS increase while ``fn`` runs, sampled by a thread; None without ``/proc``."""
-    try:
-        _rss_bytes()
-    except OSError:
-        return None
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-    before = _rss_bytes()
-    peak = before
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _rss_bytes())
-            done.wait(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    return max(peak, _rss_bytes()) - before
+    return statistics.median(times), probe.peak

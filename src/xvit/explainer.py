@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xvit.adapters import get_adapter
@@ -19,34 +17,8 @@ from xvit.models import preprocessing_for
 from xvit.params import Interval, Nullable, validate_params
 from xvit.result import Explanation
 from xvit.targets import resolve_targets
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode (dropout off) and restore each module's own flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def normalise_maps(maps: Tensor) -> Tensor:
-    """Min-max normalise each map of ``(..., H, W)`` to [0, 1]; constant maps become zeros."""
-    lo = maps.amin(dim=(-2, -1), keepdim=True)
-    hi = maps.amax(dim=(-2, -1), keepdim=True)
-    return (maps - lo) / (hi - lo).clamp(min=1e-12)
-
-
-def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly resize each map of ``(..., h, w)`` to ``size`` (unchanged when it already has that size)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    lead = maps.shape[:-2]
-    up = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]), size=tuple(size), mode="bilinear", align_corners=False)
-    return up.reshape(*lead, *size)
+from xvit.utils.context import eval_mode
+from xvit.utils.maps import normalise_maps, upsample_maps
 
 
 class Explainer:

@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from xvit.data.shapes import GENERATOR_VERSION, SHAPE_CLASSES, ShapesDataset, default_seed, make_shapes
-from xvit.explainer import eval_mode
 from xvit.models import Preprocessing, VisionTransformer, create_vit, load_model, save_checkpoint
+from xvit.utils.context import eval_mode
 
 __all__ = ["TrainConfig", "train", "shapes_accuracy", "add_train_arguments", "run_train", "main"]
 

@@ -23,8 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from xvit.explainer import upsample_maps
-from xvit.result import Explanation
+from xvit.utils.maps import upsample_maps
 
 __all__ = ["DEFAULT_CMAP", "DIVERGING_CMAP", "overlay", "overlay_explanation", "comparison_grid", "plot_curves",
            "save_grid"]
@@ -55,7 +54,7 @@ def overlay(image: Image.Image | np.ndarray, map2d: Tensor | np.ndarray, signed:
     return Image.fromarray(np.round((1.0 - alpha) * rgb + alpha * colours).astype(np.uint8))
 
 
-def overlay_explanation(exp: Explanation, images: Sequence[Any], alpha: float = 0.5,
+def overlay_explanation(exp: Any, images: Sequence[Any], alpha: float = 0.5,
                         cmap: str | Colormap | None = None) -> list[list[Image.Image]]:
     """Overlays for every image and explained class of ``exp``: ``result[b][k]``.
 
@@ -70,7 +69,7 @@ def overlay_explanation(exp: Explanation, images: Sequence[Any], alpha: float = 
              for k in range(num_targets)] for b in range(batch)]
 
 
-def comparison_grid(images: Sequence[Any], explanations: Mapping[str, Explanation],
+def comparison_grid(images: Sequence[Any], explanations: Mapping[str, Any],
                     class_names: Sequence[str] | None = None, *, true_labels: Sequence[str] | None = None,
                     k: int = 0, alpha: float = 0.5, cmap: str | Colormap | None = None,
                     cell_inches: float = 2.2) -> Figure:

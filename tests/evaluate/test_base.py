@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import xvit.evaluate as ev
-from xvit.evaluate.base import logits_of, minmax, pixel_ranks, summarize
+from xvit.evaluate.base import pixel_ranks, summarize
+from xvit.utils.logits import unwrap_logits
+from xvit.utils.maps import normalise_maps
 
 NAMES = {"perturbation", "deletion_insertion", "segmentation", "pointing_game", "energy_pointing_game",
          "class_sensitivity", "marker_share", "randomization", "conservation"}
@@ -39,14 +41,14 @@ def test_ranks_break_ties_on_the_flat_index():
 
 
 def test_minmax_per_image_and_constant_maps():
-    out = minmax(torch.tensor([[[2.0, 4.0]], [[5.0, 5.0]]]))
+    out = normalise_maps(torch.tensor([[[2.0, 4.0]], [[5.0, 5.0]]]))
     assert out.tolist() == [[[0.0, 1.0]], [[0.0, 0.0]]]
 
 
 def test_logits_are_unwrapped_from_hf_outputs_and_tuples():
     t = torch.zeros(2, 3)
-    assert logits_of(lambda x: SimpleNamespace(logits=t), None) is t
-    assert logits_of(lambda x: (t, "attn"), None) is t
+    assert unwrap_logits(SimpleNamespace(logits=t)) is t
+    assert unwrap_logits((t, "attn")) is t
 
 
 def test_compute_before_update_and_reset():

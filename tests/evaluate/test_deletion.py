@@ -3,9 +3,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xvit.evaluate import DeletionInsertion, deletion_insertion, rise_blur, tis_blur
+from xvit.evaluate import DeletionInsertion, deletion_insertion
+from xvit.utils.filters import gaussian_blur
 
 from .stubs import HALF, bright_count_model, data, tiny_cnn
+
+
+def rise_blur(x):
+    return gaussian_blur(x, 11, 5.0, kernel="folded", padding="zeros")
+
+
+def tis_blur(x):
+    return gaussian_blur(x, 11, 5.0, kernel="truncated", padding="reflect")
+
 
 # 2x2 image: pixels 0, 1 dark (-1), pixels 2, 3 bright (+1); the map ranks them 0, 2, 3, 1.
 X = torch.tensor([-1.0, -1.0, 1.0, 1.0]).view(1, 1, 2, 2).repeat(1, 3, 1, 1)

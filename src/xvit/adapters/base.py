@@ -217,19 +217,6 @@ def get_adapter(model: nn.Module) -> ViTAdapter:
     )
 
 
-@contextlib.contextmanager
-def set_attributes(objs_attrs: Sequence[tuple[Any, str, Any]]) -> Iterator[None]:
-    """Set ``obj.attr = value`` for each triple and restore every old value on exit, also on error."""
-    old = [(o, a, getattr(o, a)) for o, a, _ in objs_attrs]
-    try:
-        for o, a, v in objs_attrs:
-            setattr(o, a, v)
-        yield
-    finally:
-        for o, a, v in reversed(old):
-            setattr(o, a, v)
-
-
 def layer_scale(module: nn.Module) -> Tensor | None:
     """timm ``LayerScale`` gamma, or None for an identity."""
     gamma = getattr(module, "gamma", None)

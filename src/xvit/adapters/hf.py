@@ -18,8 +18,8 @@ from xvit.adapters.base import (
     ViTAdapter,
     qkv_from_linears,
     register_adapter,
-    set_attributes,
 )
+from xvit.utils.context import set_attributes
 
 _CLASSES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher")
 

@@ -19,9 +19,9 @@ from xvit.adapters.base import (
     is_identity,
     layer_scale,
     register_adapter,
-    set_attributes,
 )
 from xvit.models.vit import VisionTransformer
+from xvit.utils.context import set_attributes
 
 
 class _TimmLikeAdapter(ViTAdapter):

@@ -9,7 +9,7 @@ from xvit.evaluate.base import METRICS, Metric, MetricResult, get_metric, metric
 from xvit.evaluate.conservation import Conservation, conservation_scores
 from xvit.evaluate.cost import Cost, measure_cost
 from xvit.evaluate.datasets import DataSpecError, EvalBatch, EvalDataset, load_dataset
-from xvit.evaluate.deletion import DeletionInsertion, deletion_insertion, rise_blur, tis_blur
+from xvit.evaluate.deletion import DeletionInsertion, deletion_insertion
 from xvit.evaluate.localisation import (
     ClassSensitivity,
     EnergyPointingGame,
@@ -59,10 +59,8 @@ __all__ = [
     "perturbation_curve",
     "pointing_game",
     "randomization_curve",
-    "rise_blur",
     "run_evaluate",
     "segmentation_scores",
     "spearman",
-    "tis_blur",
     "vit_randomization_units",
 ]

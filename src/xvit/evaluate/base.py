@@ -18,6 +18,7 @@ from torch import Tensor
 
 from xvit.params import InvalidParameterError, validate_params
 from xvit.registry import Registry
+from xvit.utils.logits import unwrap_logits
 
 __all__ = ["METRICS", "Metric", "MetricResult", "get_metric", "metrics"]
 
@@ -210,25 +211,6 @@ def param_error(owner: str, name: str, message: str) -> InvalidParameterError:
 # ----------------------------------------------------------------------------------------------- maths
 
 
-def logits_of(model: Callable[[Tensor], Any], x: Tensor) -> Tensor:
-    """Call ``model`` and unwrap HF-style outputs (``.logits``) or tuples (first element) to ``(B, C)``."""
-    out = model(x)
-    if hasattr(out, "logits"):
-        out = out.logits
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    return out
-
-
-def minmax(maps: Tensor) -> Tensor:
-    """Per-image min-max normalisation of ``(B, ...)`` maps to ``[0, 1]`` (float32); constant maps give 0."""
-    flat = maps.flatten(1).float()
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, 1.0), 0.0)
-    return out.view(maps.shape)
-
-
 def pixel_ranks(maps: Tensor) -> Tensor:
     """Rank of every pixel, 0 for the most relevant: stable sort on (−value, flat index) (evaluation.md §0).
 
@@ -276,7 +258,7 @@ def perturbed_outputs(model: Callable[[Tensor], Any], x: Tensor, ranks: Tensor, 
         img, step = flat // s, flat % s
         mask = (ranks[img] < counts[step, None]).view(-1, 1, h, w)
         states = torch.where(mask, changed[img], kept[img])
-        outputs.append(reduce(logits_of(model, states), img))
+        outputs.append(reduce(unwrap_logits(model(states)), img))
     out = torch.cat(outputs)
     return out.view(b, s, *out.shape[1:])
 

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from xvit.evaluate.base import Metric, MetricResult, get_metric, logits_of, summarize
+from xvit.evaluate.base import Metric, MetricResult, get_metric, summarize
 from xvit.evaluate.cost import Cost, measure_cost
-from xvit.explainer import upsample_maps
 from xvit.result import Explanation
+from xvit.utils.logits import unwrap_logits
+from xvit.utils.maps import upsample_maps
 
 if TYPE_CHECKING:
     from xvit.evaluate.datasets import EvalBatch
@@ -145,7 +146,7 @@ def clean_pass(plan: Plan, batch: EvalBatch) -> dict[str, Any]:
 
     def forward() -> None:
         with torch.no_grad():
-            out[:] = [logits_of(plan.model, x).float()]
+            out[:] = [unwrap_logits(plan.model(x)).float()]
 
     cost = _timed(plan, forward, x.shape[0])
     logits = out[0]

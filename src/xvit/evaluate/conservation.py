@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xvit.evaluate.base import METRICS, Metric, MetricResult, check_classes, check_images, logits_of
+from xvit.evaluate.base import METRICS, Metric, MetricResult, check_classes, check_images
 from xvit.params import Interval, Options
+from xvit.utils.logits import unwrap_logits
 
 __all__ = ["Conservation", "conservation_scores"]
 
@@ -69,12 +70,12 @@ class Conservation(Metric):
             got = tuple(relevance.shape) if isinstance(relevance, Tensor) else type(relevance).__name__
             raise ValueError(f"Expected relevance of shape ({x.shape[0]}, ...); got {got}.")
         idx = targets.to(x.device)[:, None]
-        y = logits_of(model, x).float().gather(1, idx)[:, 0]
+        y = unwrap_logits(model(x)).float().gather(1, idx)[:, 0]
         total = relevance.detach().flatten(1).double().sum(1).float().to(y.device)
         self._forward_passes += x.shape[0]
         self._append(ratio=total / y if self.start == "logit" else total, logit=y)
         if baselines is not None:
-            y0 = logits_of(model, baselines.expand_as(x)).float().gather(1, idx)[:, 0]
+            y0 = unwrap_logits(model(baselines.expand_as(x))).float().gather(1, idx)[:, 0]
             self._forward_passes += x.shape[0]
             self._append(gap=(total - (y - y0)).abs() / (y - y0).abs())
 

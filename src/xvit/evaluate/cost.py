@@ -14,9 +14,7 @@ What is measured:
 
 from __future__ import annotations
 
-import os
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +22,9 @@ from typing import Any
 
 import torch
 
+from xvit.utils.memory import PeakMemory
+
 __all__ = ["Cost", "measure_cost"]
-
-_STATM = "/proc/self/statm"
-
 
 @dataclass(frozen=True)
 class Cost:
@@ -46,35 +43,6 @@ class Cost:
     peak_memory_bytes: int | None
     memory_kind: str
     device: str
-
-
-def _rss_bytes() -> int:
-    with open(_STATM) as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class _RssSampler:
-    """Samples the resident set size in a thread; ``peak - start`` is the increase seen."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.start = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> _RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
 
 
 def measure_cost(fn: Callable[[], Any], n_images: int, *, device: str | torch.device = "cpu", warmup: int = 1,
@@ -97,30 +65,19 @@ def measure_cost(fn: Callable[[], Any], n_images: int, *, device: str | torch.de
                          f"{warmup}.")
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    kind = "cuda_max_allocated" if cuda else ("cpu_rss_sampled" if os.path.exists(_STATM) else "unavailable")
     for _ in range(warmup):
         fn()
     times, peaks = [], []
     for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
-            before = torch.cuda.memory_allocated(dev)
+        with PeakMemory(dev, interval=sample_interval) as probe:
             t0 = time.perf_counter()
             fn()
-            torch.cuda.synchronize(dev)
+            if cuda:
+                torch.cuda.synchronize(dev)
             times.append(time.perf_counter() - t0)
-            peaks.append(torch.cuda.max_memory_allocated(dev) - before)
-        elif kind == "cpu_rss_sampled":
-            with _RssSampler(sample_interval) as sampler:
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            peaks.append(sampler.peak - sampler.start)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+        if probe.peak is not None:
+            peaks.append(probe.peak)
+    kind = probe.kind
     seconds = statistics.median(times)
     return Cost(seconds=seconds, seconds_per_image=seconds / n_images,
                 peak_memory_bytes=max(peaks) if peaks else None, memory_kind=kind, device=str(dev))

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from xvit.evaluate.base import (
@@ -31,49 +30,15 @@ from xvit.evaluate.base import (
     pixel_ranks,
 )
 from xvit.params import Interval, Nullable, Options
+from xvit.utils.filters import gaussian_blur
 
-__all__ = ["DeletionInsertion", "deletion_insertion", "rise_blur", "tis_blur"]
+__all__ = ["DeletionInsertion", "deletion_insertion"]
 
 # Substrate per (preset, mode) and whether the unperturbed start state (k = 0) is scored.
 _PRESETS = {
     "rise": {"deletion": "mean", "insertion": "blur", "first_state": 0},
     "tis": {"deletion": "blur", "insertion": "blur", "first_state": 1},
 }
-
-
-def rise_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
-    """RISE's blur: ``conv2d`` with ``gkern(11, 5)`` per channel and zero padding (in normalised space).
-
-    ``gkern`` smooths a centred delta with ``scipy.ndimage.gaussian_filter`` (truncate 4, ``mode="reflect"``),
-    so the kernel is a 41-tap Gaussian folded back into 11×11 by reflection, not a renormalised truncated
-    one; it is rebuilt here in torch as the outer product of the folded 1-D kernel (it is separable).
-    """
-    radius = int(4.0 * sigma + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    weights = torch.exp(-0.5 * offsets**2 / sigma**2)
-    weights = weights / weights.sum()
-    pos = torch.arange(kernel_size, dtype=torch.long)[:, None] + offsets.long()[None, :]
-    pos = pos % (2 * kernel_size)
-    pos = torch.where(pos >= kernel_size, 2 * kernel_size - 1 - pos, pos)  # scipy "reflect": dcba|abcd
-    k1 = (weights[None, :] * (pos == kernel_size // 2)).sum(1)
-    return _depthwise(x, torch.outer(k1, k1), padding="zeros")
-
-
-def tis_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
-    """The TIS harness's blur: ``torchvision.transforms.functional.gaussian_blur`` (truncated, renormalised
-    Gaussian, reflect padding), rebuilt so torchvision is not needed. Needs ``H, W > kernel_size // 2``."""
-    half = (kernel_size - 1) * 0.5
-    pdf = torch.exp(-0.5 * (torch.linspace(-half, half, kernel_size) / sigma) ** 2)
-    k1 = pdf / pdf.sum()
-    return _depthwise(x, torch.outer(k1, k1), padding="reflect")
-
-
-def _depthwise(x: Tensor, kernel: Tensor, padding: str) -> Tensor:
-    c, k = x.shape[1], kernel.shape[0]
-    weight = kernel.to(dtype=x.dtype, device=x.device).expand(c, 1, k, k)
-    if padding == "reflect":
-        return F.conv2d(F.pad(x, [k // 2] * 4, mode="reflect"), weight, groups=c)
-    return F.conv2d(x, weight, padding=k // 2, groups=c)
 
 
 @METRICS.register("deletion_insertion", higher_is_better={"deletion": False, "insertion": True},
@@ -89,9 +54,10 @@ class DeletionInsertion(Metric):
     explained class. ``AUC = trapz(scores, k/n)``, i.e. ``(Σ s_k − (s_first + s_last)/2) / n``; the mean over
     images equals the AUC of the mean curve. Deletion: lower is better; insertion: higher.
 
-    Presets: ``"rise"`` (deletion substrate ``"mean"``, insertion ``"blur"`` = :func:`rise_blur`, states
-    ``k = 0..n``, ``s = 224``); ``"tis"`` (``"blur"`` = :func:`tis_blur` for both, states ``k = 1..n``,
-    ``s = ⌈HW/224⌉``). Substrates: ``"blur"``, ``"mean"`` (0 in normalised space, RISE's ``torch.zeros_like``)
+    Presets: ``"rise"`` (deletion substrate ``"mean"``, insertion ``"blur"`` = RISE's folded 11×11 Gaussian,
+    σ = 5, zero padding; states ``k = 0..n``, ``s = 224``); ``"tis"`` (``"blur"`` = torchvision's truncated
+    11×11 Gaussian, σ = 5, reflect padding, for both; states ``k = 1..n``, ``s = ⌈HW/224⌉``).
+    Substrates: ``"blur"``, ``"mean"`` (0 in normalised space, RISE's ``torch.zeros_like``)
     and ``"black"`` (0 in ``[0, 1]`` space, needs ``mean``/``std``).
 
     Cost: ``N·(n + 1)`` (``rise``) or ``N·n`` (``tis``) forward passes, 225 per image at 224×224 by default;
@@ -172,9 +138,9 @@ class DeletionInsertion(Metric):
             if min(x.shape[2:]) <= 5:
                 raise ValueError(f"The tis blur pads by reflection and needs images larger than 5 px; got "
                                  f"{tuple(x.shape[2:])}. Use substrate='mean' or preset='rise'.")
-            return tis_blur(x)
+            return gaussian_blur(x, 11, 5.0, kernel="truncated", padding="reflect")
         if self._substrate == "blur":
-            return rise_blur(x)
+            return gaussian_blur(x, 11, 5.0, kernel="folded", padding="zeros")
         if self._substrate == "mean":
             return torch.zeros_like(x)
         return black_value(self.mean, self.std, x).expand_as(x)

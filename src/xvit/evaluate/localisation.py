@@ -18,10 +18,10 @@ from xvit.evaluate.base import (
     check_classes,
     check_maps,
     check_masks,
-    minmax,
     summarize,
 )
 from xvit.params import Interval, Nullable, Options
+from xvit.utils.maps import normalise_maps
 
 __all__ = [
     "ClassSensitivity",
@@ -45,7 +45,7 @@ def _excluded(masks: Tensor, max_overlap: float | None) -> Tensor:
 def _energy(maps: Tensor, normalise: bool) -> Tensor:
     """``|map|`` (no-op for non-negative maps), min-max normalised per image if ``normalise``; ``(B, HW)``."""
     m = maps.abs().float().flatten(1)
-    return minmax(m) if normalise else m
+    return normalise_maps(m, 1) if normalise else m
 
 
 @METRICS.register("pointing_game", higher_is_better=True, inputs=("maps", "masks", "targets"),

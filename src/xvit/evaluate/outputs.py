@@ -13,13 +13,14 @@ import torch
 from torch import Tensor
 
 from xvit.evaluate.base import MetricResult
+from xvit.utils.jsonable import jsonable
 
 if TYPE_CHECKING:
     from xvit.evaluate.columns import Column
     from xvit.evaluate.plan import Plan
     from xvit.evaluate.runner import EvaluationResult
 
-__all__ = ["jsonable", "markdown", "per_image_rows", "skipped_row", "summary_row", "write_outputs"]
+__all__ = ["markdown", "per_image_rows", "skipped_row", "summary_row", "write_outputs"]
 
 # Figure name -> (columns drawn side by side, x label, y label).
 _PLOTS = {
@@ -65,21 +66,6 @@ def _direction(res: MetricResult) -> str:
 
 def _num(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with tensors as lists, non-finite floats as ``None`` and anything else unknown as its ``repr``."""
-    if isinstance(obj, Tensor):
-        return obj.tolist()
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return repr(obj)
 
 
 def per_image_rows(plan: Plan, chunks: list[tuple[int, int]], units: dict[tuple[str, int], Any],

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xvit.evaluate.base import logits_of
 from xvit.evaluate.columns import RUNNER_PARAMS, Column, columns_for, make_metric
 from xvit.evaluate.datasets import DataSpecError, EvalDataset, load_dataset
 from xvit.evaluate.provenance import model_info
 from xvit.evaluate.randomization import vit_randomization_units
-from xvit.explainer import eval_mode
 from xvit.registry import did_you_mean
+from xvit.utils.context import eval_mode
+from xvit.utils.logits import unwrap_logits
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "METRIC_NAMES", "Plan", "prepare"]
 
@@ -155,7 +155,7 @@ def prepare(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[s
     # One probe forward: checks that the model takes the data and gives the number of classes.
     probe = dataset.load([0], prep)
     with torch.no_grad(), eval_mode(model):
-        num_classes = int(logits_of(model, probe.x.to(device)).shape[-1])
+        num_classes = int(unwrap_logits(model(probe.x.to(device))).shape[-1])
     label_map = _label_map(dataset, model, num_classes, notes)
     if dataset.labels is None:
         if class_explained == "target":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from xvit.evaluate.outputs import jsonable
+from xvit.utils.jsonable import jsonable
 
 if TYPE_CHECKING:
     from xvit.evaluate.plan import Plan

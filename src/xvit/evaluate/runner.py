@@ -47,8 +47,8 @@ from xvit.evaluate.outputs import markdown, per_image_rows, skipped_row, summary
 from xvit.evaluate.plan import DEFAULT_METHODS, DEFAULT_METRICS, METRIC_NAMES, Plan, prepare
 from xvit.evaluate.provenance import provenance
 from xvit.evaluate.state import fingerprint, open_state_dir, saved_units, write_state
-from xvit.explainer import eval_mode
 from xvit.registry import did_you_mean
+from xvit.utils.context import eval_mode
 
 __all__ = ["DEFAULT_METRICS", "METRIC_NAMES", "EvaluationResult", "add_evaluate_arguments", "evaluate", "run_evaluate"]
 

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xvit.evaluate.base import METRICS, Metric, MetricResult, check_maps, check_masks, minmax
+from xvit.evaluate.base import METRICS, Metric, MetricResult, check_maps, check_masks
+from xvit.utils.maps import normalise_maps
 
 __all__ = ["Segmentation", "average_precision", "segmentation_scores"]
 
@@ -73,7 +74,7 @@ class Segmentation(Metric):
         """
         check_maps(maps)
         check_masks(masks, tuple(maps.shape))
-        m = minmax(maps).flatten(1)
+        m = normalise_maps(maps.float()).flatten(1)
         gt = masks.flatten(1).to(m.device)
         fg = m > m.mean(1, keepdim=True)
         pred = torch.stack([~fg, fg], 1)  # (B, 2, HW) one-hot prediction [bg, fg]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from xvit.capture import select_logits
 from xvit.methods.base import Attribution, Context, Method, register_method
 from xvit.params import Interval, Nullable, Options
+from xvit.utils.filters import gaussian_blur
 
 
 def _input_grads(ctx: Context, x: Tensor, targets: Tensor, chunk: int) -> Tensor:
@@ -51,16 +51,7 @@ def _baseline(kind: str, x: Tensor, ctx: Context) -> Tensor:
         mean = x.new_tensor(prep.mean).view(1, 3, 1, 1)
         std = x.new_tensor(prep.std).view(1, 3, 1, 1)
         return ((0 - mean) / std).expand_as(x).clone()
-    return gaussian_blur(x, kernel_size=11, sigma=5.0)
-
-
-def gaussian_blur(x: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
-    """Per-channel Gaussian blur with zero padding (RISE's insertion substrate)."""
-    r = torch.arange(kernel_size, dtype=x.dtype, device=x.device) - (kernel_size - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
-    k = (g[:, None] * g[None, :]).expand(x.shape[1], 1, kernel_size, kernel_size)
-    return F.conv2d(x, k, padding=kernel_size // 2, groups=x.shape[1])
+    return gaussian_blur(x, 11, 5.0, kernel="truncated", padding="zeros")
 
 
 @register_method("integrated_gradients", citation="Sundararajan, Taly & Yan, Axiomatic Attribution for Deep "
