@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 class InvalidParameterError(ValueError, TypeError):
@@ -85,3 +86,39 @@ def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, A
             raise InvalidParameterError(
                 f"The {name!r} parameter of {owner} must be {c.describe()}. Got {value!r} instead."
             )
+
+
+class Parameterized:
+    """One parameter convention for methods, metrics and analyses (after scikit-learn's estimators).
+
+    Parameters are the keyword-only arguments of ``__init__``; ``param_constraints`` declares what each may
+    take. Subclasses call ``super().__init__(**params)`` with every parameter; the values are validated once,
+    here, and stored in ``self.params`` with the defaults filled in. ``set_params`` validates the same way.
+    ``owner_name`` names the object in messages (its registry name).
+    """
+
+    param_constraints: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        validate_params(self.owner_name(), params, self.param_constraints)
+        self.params: dict[str, Any] = {**self.default_params(), **params}
+
+    def owner_name(self) -> str:
+        return getattr(self, "name", "") or type(self).__name__
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        """The defaults of the keyword-only ``__init__`` arguments."""
+        sig = inspect.signature(cls.__init__)
+        return {k: p.default for k, p in sig.parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+
+    def get_params(self) -> dict[str, Any]:
+        """Every parameter with its current value (defaults filled in)."""
+        return dict(self.params)
+
+    def set_params(self, **params: Any) -> Parameterized:
+        """Change parameters after construction, validated as in ``__init__``; returns ``self``."""
+        validate_params(self.owner_name(), params, self.param_constraints)
+        self.params.update(params)
+        return self

@@ -10,7 +10,6 @@ eager-attention context, batching B images x K targets, upsampling and normalisa
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,7 +18,7 @@ from torch import Tensor
 
 from xvit.adapters.base import TokenLayout, ViTAdapter
 from xvit.capture import Recording, record
-from xvit.params import validate_params
+from xvit.params import InvalidParameterError, Parameterized
 from xvit.registry import Registry
 
 
@@ -49,7 +48,7 @@ class Attribution:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-class Method(abc.ABC):
+class Method(Parameterized, abc.ABC):
     """Base class. Subclasses set the class attributes below and implement :meth:`attribute`."""
 
     name: ClassVar[str] = ""
@@ -57,20 +56,6 @@ class Method(abc.ABC):
     class_specific: ClassVar[bool] = True
     resolution: ClassVar[str] = "tokens"  # or "pixels"
     param_constraints: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, **params: Any) -> None:
-        defaults = self.default_params()
-        validate_params(self.name, params, self.param_constraints)
-        self.params = {**defaults, **params}
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        sig = inspect.signature(cls.__init__)
-        return {k: p.default for k, p in sig.parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
-
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
 
     def validate(self, ctx: Context) -> None:
         """Check parameters against the model (e.g. ``start_layer`` < number of blocks)."""
@@ -100,8 +85,6 @@ def check_start_layer(method: Method, ctx: Context, key: str = "start_layer") ->
     value = method.params[key]
     index = value + depth if value < 0 else value
     if not 0 <= index < depth:
-        from xvit.params import InvalidParameterError
-
         raise InvalidParameterError(f"The {key!r} parameter of {method.name} must be a block index in "
                                     f"[{-depth}, {depth}) for this {depth}-block model. Got {value!r} instead.")
     return index
