@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from xvit.pipeline import ClassScore, ImageRecord
+
 __all__ = ["write_html_report"]
 
 _CSS = """
@@ -27,17 +29,15 @@ dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; }
 """
 
 
-def write_html_report(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any]], *,
+def write_html_report(out_dir: str | os.PathLike, records: Sequence[ImageRecord], *,
                       grids: Sequence[str] = (), citations: Mapping[str, str] | None = None,
                       summary: Mapping[str, Any] | None = None, title: str = "xvit explanations") -> Path:
     """Write ``out_dir/index.html`` and return its path.
 
     Args:
         out_dir: the folder that holds the PNGs; every path below is relative to it.
-        records: one per image, as in ``results.json`` of ``xvit explain``: ``name``, ``image`` (PNG
-            path), ``prediction`` and ``top5`` (dicts with ``index``, ``name``, ``probability``),
-            ``methods`` (method name -> dict with ``overlay`` path, ``target`` dict, ``signed``), and
-            optionally ``label`` (ground truth) and ``group`` (a section heading, e.g. the sample variant).
+        records: the pipeline's written records (:func:`xvit.pipeline.write_batch`), one per image; ``group``
+            (e.g. the sample variant) starts a new section.
         grids: comparison-grid PNG paths shown at the top.
         citations: method name -> citation; read from :func:`xvit.methods` when omitted.
         summary: key/value lines shown under the title (model, device, ...).
@@ -55,12 +55,12 @@ def write_html_report(out_dir: str | os.PathLike, records: Sequence[Mapping[str,
     if summary:
         parts.append("<dl class=\"meta\">" + "".join(
             f"<dt>{esc(str(k))}</dt><dd>{esc(str(v))}</dd>" for k, v in summary.items()) + "</dl>")
-    used = list(dict.fromkeys(m for r in records for m in r.get("methods", {})))
+    used = list(dict.fromkeys(m for r in records for m in r.methods))
     if used:
         parts.append("<h2>Methods</h2>\n<table><tr><th>method</th><th>citation</th></tr>" + "".join(
             f"<tr><td>{esc(m)}</td><td class=\"cite\">{esc(citations.get(m, ''))}</td></tr>" for m in used)
             + "</table>")
-        if any(info.get("signed") for r in records for info in r.get("methods", {}).values()):
+        if any(m.signed for r in records for m in r.methods.values()):
             parts.append("<p class=\"cite\">Signed maps: red supports the explained class, "
                          "blue opposes it.</p>")
     if grids:
@@ -69,8 +69,8 @@ def write_html_report(out_dir: str | os.PathLike, records: Sequence[Mapping[str,
                      "alt=\"comparison grid\"></p>" for g in grids)
     group = None
     for r in records:
-        if r.get("group") is not None and r["group"] != group:
-            group = r["group"]
+        if r.group is not None and r.group != group:
+            group = r.group
             parts.append(f"<h2>{esc(str(group))}</h2>")
         parts.append(_image_card(r, citations))
     parts.append("</body>\n</html>\n")
@@ -83,23 +83,22 @@ def _src(path: str | os.PathLike) -> str:
     return html.escape(quote(Path(path).as_posix()))
 
 
-def _class(c: Mapping[str, Any]) -> str:
-    return f"{html.escape(str(c['name']))} ({c['probability']:.3f})"
+def _class(c: ClassScore) -> str:
+    return f"{html.escape(c.name)} ({c.probability:.3f})"
 
 
-def _image_card(r: Mapping[str, Any], citations: Mapping[str, str]) -> str:
+def _image_card(r: ImageRecord, citations: Mapping[str, str]) -> str:
     esc = html.escape
-    name = esc(str(r["name"]))
-    label = f"<br>true class: {esc(str(r['label']))}" if r.get("label") is not None else ""
-    rows = "".join(f"<tr><td>{esc(str(c['name']))}</td><td>{c['index']}</td>"
-                   f"<td>{c['probability']:.3f}</td></tr>" for c in r["top5"])
+    name = esc(r.name)
+    label = f"<br>true class: {esc(str(r.label))}" if r.label is not None else ""
+    rows = "".join(f"<tr><td>{esc(c.name)}</td><td>{c.index}</td><td>{c.probability:.3f}</td></tr>" for c in r.top5)
     figures = "".join(
-        f"<figure><img src=\"{_src(m['overlay'])}\" alt=\"{esc(method)} map of {name}\">"
-        f"<figcaption><b>{esc(method)}</b>{' (signed)' if m.get('signed') else ''}<br>explains "
-        f"{_class(m['target'])}<br><span class=\"cite\">{esc(citations.get(method, ''))}</span>"
+        f"<figure><img src=\"{_src(m.overlay)}\" alt=\"{esc(method)} map of {name}\">"
+        f"<figcaption><b>{esc(method)}</b>{' (signed)' if m.signed else ''}<br>explains "
+        f"{_class(m.target)}<br><span class=\"cite\">{esc(citations.get(method, ''))}</span>"
         "</figcaption></figure>"
-        for method, m in r["methods"].items())
-    return (f"<div class=\"card\">\n<div class=\"input\"><h3>{name}</h3><img src=\"{_src(r['image'])}\" "
-            f"alt=\"{name}\"><p>predicted: <b>{_class(r['prediction'])}</b>{label}</p>"
+        for method, m in r.methods.items())
+    return (f"<div class=\"card\">\n<div class=\"input\"><h3>{name}</h3><img src=\"{_src(r.image)}\" "
+            f"alt=\"{name}\"><p>predicted: <b>{_class(r.prediction)}</b>{label}</p>"
             f"<table><tr><th>top-5</th><th>index</th><th>p</th></tr>{rows}</table></div>\n"
             f"<div class=\"maps\">{figures}</div>\n</div>")

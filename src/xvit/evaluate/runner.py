@@ -215,7 +215,7 @@ def _finish(plan: Plan, out_dir: Path | None, chunks: list[tuple[int, int]], uni
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``xvit evaluate`` options to ``parser``."""
-    from xvit.cli import _positive_int
+    from xvit.cli.common import positive_int as _positive_int
     parser.description = ("Run explanation methods x quality metrics over a data set; write per-image scores, a "
                           "summary (Markdown, JSON), curve plots and provenance to --out. Rerunning the same "
                           "command resumes an interrupted run.")
@@ -297,7 +297,9 @@ def _command(args: argparse.Namespace) -> str:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run :func:`evaluate` from parsed ``add_evaluate_arguments`` options; returns an exit status."""
-    from xvit.cli import UsageError, _device, _load_model
+    from xvit.cli.common import UsageError
+    from xvit.cli.common import device as _device
+    from xvit.cli.common import load_model as _load_model
 
     device = _device(args.device)
     try:

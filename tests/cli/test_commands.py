@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 import xvit
-from xvit import cli
 from xvit.bench import format_table, run_benchmark
-from xvit.cli import main
+from xvit.cli import common, demo, main
 from xvit.models import Preprocessing, create_vit, save_checkpoint
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring"]
@@ -87,7 +86,7 @@ def test_explain_with_a_class_index(workspace, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "rolout"], "unknown method 'rolout'. Did you mean 'rollout'"),
-    (["--target", "6"], "--target 6 is out of range: the model has 6 classes"),
+    (["--target", "6"], "Target class 6 is out of range: the model has 6 classes"),
     (["--model", "no-such-model"], "Cannot load model 'no-such-model'"),
 ])
 def test_explain_user_errors_exit_2_with_one_line(workspace, capsys, args, message):
@@ -105,7 +104,7 @@ def test_missing_image_and_bad_target_syntax_exit_2(workspace, capsys):
 
 
 def test_missing_default_model_is_explained(workspace, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "DEFAULT_MODEL", "shapes-vit-missing")
+    monkeypatch.setattr(common, "DEFAULT_MODEL", "shapes-vit-missing")
     assert main(["explain", str(workspace / "a.png"), "--method", "rollout", "--out", str(workspace / "x")]) == 2
     assert "default model 'shapes-vit-missing' is not bundled" in _error_line(capsys)
 
@@ -116,7 +115,7 @@ def test_demo_writes_the_html_report(workspace, capsys, monkeypatch):
     Image.open(workspace / "a.png").save(samples / "000.png")
     Image.new("L", (32, 32)).save(samples / "000_mask.png")
     (samples / "samples.json").write_text(json.dumps({"items": [{"file": "000.png", "class_names": ["ring"]}]}))
-    monkeypatch.setattr(cli, "SAMPLES_DIR", workspace / "samples")
+    monkeypatch.setattr(demo, "SAMPLES_DIR", workspace / "samples")
     out = workspace / "demo"
     assert main(["demo", "--model", str(workspace / "ckpt"), "--method", "rollout", "--out", str(out)]) == 0
     index = out / "index.html"

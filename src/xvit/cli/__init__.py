@@ -1,0 +1,68 @@
+"""The ``xvit`` command line. One module per sub-command, each with ``add_arguments(parser)`` and ``run(args)``;
+a sub-command's module is imported only when it runs. A user error prints one line on stderr, prefixed with the
+sub-command, and exits with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import xvit  # first: installs the torchvision import shim that timm and transformers need
+from xvit.cli.common import UsageError
+from xvit.data.images import ImageLoadError
+
+__all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
+
+# name -> one-line help; the module is xvit.cli.<name with - as _>.
+COMMANDS = {
+    "explain": "explain images: overlays, a comparison grid and results.json",
+    "demo": "explain the bundled sample images and write an HTML report",
+    "methods": "list the explanation methods",
+    "models": "list the bundled models and the accepted model specs",
+    "analyse": "run a model analysis (see 'xvit analyse --list')",
+    "evaluate": "evaluate explanation methods with quality metrics over a data set",
+    "train": "train a built-in ViT",
+    "bench": "time and peak memory of methods relative to forward and forward+backward passes",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports argument errors in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported and adds its arguments."""
+    parser = _Parser(prog="xvit", description="Explain, evaluate and analyse Vision Transformer predictions.")
+    parser.add_argument("--version", action="version", version=f"xvit {xvit.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    for name, help_text in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        if name == command:
+            module = importlib.import_module(f"xvit.cli.{name}")
+            module.add_arguments(sub)
+            sub.set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        args = build_parser(command).parse_args(argv)
+    except SystemExit as e:  # argparse has printed usage or help
+        return int(e.code or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ImageLoadError) as e:
+        print(f"xvit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xvit {args.command}: interrupted", file=sys.stderr)
+        return 130

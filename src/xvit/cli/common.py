@@ -1,0 +1,158 @@
+"""Pieces every ``xvit`` sub-command shares: the usage error, argument types, devices, model specs and the one
+parameter syntax ``NAME.KEY=VALUE``."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xvit
+from xvit.methods import METHODS
+from xvit.registry import did_you_mean
+
+DEFAULT_MODEL = "shapes-vit-tiny"
+MAIN_METHODS = ["rollout", "grad_attention_rollout", "transformer_attribution", "attnlrp", "gradcam",
+                "integrated_gradients"]
+SPEC_FORMS = """\
+Model specs accepted by --model:
+  NAME                    a bundled model (listed above)
+  DIR                     a checkpoint directory with config.json and model.safetensors
+  timm:NAME               a timm model with pretrained weights (needs network access or a cache)
+  hf:ID_OR_DIR            a Hugging Face image classifier
+  xvit-random:PRESET      a randomly initialised built-in ViT (nano, tiny, small, base), seed 0
+  timm-random:NAME        timm.create_model(NAME, pretrained=False), seed 0"""
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs; shown as one line prefixed with the sub-command, exit 2."""
+
+
+def positive_int(s: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def add_model_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    default = DEFAULT_MODEL if default is None else default
+    p.add_argument("--model", default=default,
+                   help=f"bundled model name, DIR, timm:NAME, hf:ID, xvit-random:PRESET or timm-random:NAME "
+                        f"(default: {default}; see 'xvit models')")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
+    p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                   help=f"images per batch (default: {batch_size})")
+    p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda (default: cpu)")
+
+
+def add_param_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method parameter, e.g. rollout.head_fusion=max or integrated_gradients.n_steps=16 "
+                        "(repeatable)")
+
+
+def check_methods(names: Sequence[str]) -> list[str]:
+    """The method names, de-duplicated; an unknown name is a usage error with close matches."""
+    registry = xvit.methods()
+    for name in names:
+        if name not in registry:
+            raise UsageError(f"unknown method {name!r}.{did_you_mean(name, registry)} Run 'xvit methods' for the "
+                             "list.")
+    return list(dict.fromkeys(names))
+
+
+def device(name: str) -> Any:
+    """``torch.device(name)``, checked to exist on this machine."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"device {name!r} cannot run a model here; use cpu or cuda")
+    return dev
+
+
+def load_model(spec: str, image_size: int | None = None) -> Any:
+    """The model for a spec of :data:`SPEC_FORMS`, in eval mode; errors become usage errors."""
+    import torch
+
+    from xvit.models import bundled_models
+    from xvit.models import load_model as load
+
+    size = {} if image_size is None else {"img_size": image_size}
+    try:
+        if spec.startswith("xvit-random:"):
+            from xvit.models import create_vit
+
+            torch.manual_seed(0)
+            return create_vit(spec.split(":", 1)[1], **size).eval()
+        if spec.startswith("timm-random:"):
+            import timm
+
+            torch.manual_seed(0)
+            try:
+                return timm.create_model(spec.split(":", 1)[1], pretrained=False, **size).eval()
+            except TypeError:  # models without an img_size argument take any input size
+                return timm.create_model(spec.split(":", 1)[1], pretrained=False).eval()
+    except (ValueError, TypeError, RuntimeError, KeyError) as e:
+        raise UsageError(f"cannot build {spec!r}: {e}") from None
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    if spec == DEFAULT_MODEL and spec not in bundled_models() and not Path(spec).is_dir():
+        raise UsageError(f"the default model {spec!r} is not bundled with this copy of xvit. Pass --model "
+                         "with a checkpoint directory, timm:NAME or hf:ID; 'xvit models' lists what is available.")
+    try:
+        return load(spec)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        raise UsageError(str(e)) from None
+
+
+def parse_value(text: str) -> Any:
+    """``5`` → int, ``0.5`` → float, ``(0.1, 0.2)`` → tuple, ``true``/``none`` → bool/None, else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_params(items: Sequence[str], flag: str = "--param", example: str = "rollout.head_fusion=max"
+                 ) -> dict[str, dict[str, Any]]:
+    """``["NAME.KEY=VALUE", ...]`` → ``{NAME: {KEY: value}}``: the one parameter syntax of every command."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        owner, dot, key = target.partition(".")
+        if not sep or not dot or not owner or not key:
+            raise UsageError(f"{flag} expects NAME.KEY=VALUE, e.g. {example}; got {item!r}")
+        out.setdefault(owner, {})[key] = parse_value(value)
+    return out
+
+
+def check_method_params(params: dict[str, dict[str, Any]], methods: Sequence[str]) -> None:
+    """Every ``--param`` names a method that runs, and its values pass the method's constraints."""
+    for name, values in params.items():
+        if name not in methods:
+            raise UsageError(f"parameters were given for method {name!r}, which is not run (methods: "
+                             f"{', '.join(methods)})")
+        try:
+            METHODS.get(name)(**values)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{name}: {e}") from None

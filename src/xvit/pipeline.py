@@ -1,0 +1,211 @@
+"""The one explanation pipeline under ``xvit explain``, the demo report, the web app and dataset runs.
+
+:func:`explain_batch` takes a normalised batch, runs each method once (the predicted class, or the given
+targets, resolved once by the explainer), and returns a :class:`BatchResult`: the explanations and one typed
+:class:`ImageRecord` per image (prediction, top-5, per-method explained class, map statistics and time).
+:func:`explain_images` does the same for image files or PIL images batch by batch, and :func:`write_batch`
+writes display images, overlays and a comparison grid, filling in the records' file names.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch import Tensor, nn
+
+from xvit.data.images import ImageSource, load_images
+from xvit.explainer import Explainer
+from xvit.models import class_names_for, preprocessing_for
+from xvit.result import Explanation
+
+__all__ = ["BatchResult", "ClassScore", "ImageRecord", "MethodRecord", "explain_batch", "explain_images",
+           "map_statistics", "write_batch"]
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """A class with its softmax probability."""
+
+    index: int
+    name: str
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "probability": round(self.probability, 6)}
+
+
+@dataclass(frozen=True)
+class MethodRecord:
+    """One method's result for one image: the explained class, the sign convention, statistics of the raw map,
+    the method's time per image in its batch, and the overlay's path once written."""
+
+    method: str
+    target: ClassScore
+    signed: bool
+    stats: dict[str, float | None]
+    seconds_per_image: float
+    overlay: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target.to_dict(), "overlay": self.overlay, "signed": self.signed,
+                "stats": self.stats, "seconds_per_image": round(self.seconds_per_image, 6)}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Everything the pipeline knows about one explained image."""
+
+    name: str
+    prediction: ClassScore
+    top5: tuple[ClassScore, ...]
+    methods: dict[str, MethodRecord]
+    file: str | None = None
+    label: str | None = None
+    group: str | None = None
+    image: str | None = None  # the display image's path once written
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as in ``results.json``."""
+        out = {"file": self.file, "name": self.name, "image": self.image, "label": self.label,
+               "prediction": self.prediction.to_dict(), "top5": [c.to_dict() for c in self.top5],
+               "methods": {m: r.to_dict() for m, r in self.methods.items()}}
+        if self.group is not None:
+            out["group"] = self.group
+        return out
+
+
+@dataclass
+class BatchResult:
+    """One batch through the pipeline: records, display images and the explanations (method -> Explanation)."""
+
+    records: list[ImageRecord]
+    display: list[Image.Image]
+    explanations: dict[str, Explanation]
+    class_names: list[str]
+    grid: str | None = None
+    labels: list[str | None] = field(default_factory=list)
+
+
+def map_statistics(raw: Tensor) -> dict[str, float | None]:
+    """Statistics of one raw map: ``min``, ``max``, ``mean``, ``sum`` and ``top10_mass``, the share of the absolute
+    mass held by the top 10 % of map cells (tokens or pixels); None for an all-zero map."""
+    v = raw.detach().double().flatten()
+    a = v.abs()
+    total = float(a.sum())
+    top = float(a.topk(max(1, math.ceil(0.1 * a.numel()))).values.sum())
+    return {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean()), "sum": float(v.sum()),
+            "top10_mass": top / total if total > 0 else None}
+
+
+def explain_batch(model: nn.Module, x: Tensor, methods: Sequence[str], *, target: Any = None,
+                  method_params: Mapping[str, Mapping[str, Any]] | None = None, display: Sequence[Image.Image] = (),
+                  names: Sequence[str] | None = None, files: Sequence[str | None] | None = None,
+                  labels: Sequence[str | None] | None = None, group: str | None = None) -> BatchResult:
+    """Explain the normalised batch ``x`` with every method and collect one :class:`ImageRecord` per image.
+
+    Args:
+        model: a supported ViT on the device of ``x``.
+        x: ``(B, C, H, W)`` normalised images.
+        methods: registered method names.
+        target: as for :class:`~xvit.Explainer` (None explains each image's predicted class); only the first
+            explained class of each image goes into the records.
+        method_params: ``{method: {param: value}}``.
+        display, names, files, labels, group: what the records show about each image.
+    """
+    method_params = method_params or {}
+    explanations: dict[str, Explanation] = {}
+    seconds: dict[str, float] = {}
+    for method in methods:
+        start = time.perf_counter()
+        with Explainer(model, method, **dict(method_params.get(method, {}))) as explainer:
+            explanations[method] = explainer(x, target)
+        seconds[method] = (time.perf_counter() - start) / x.shape[0]
+    logits = next(iter(explanations.values())).logits.detach().float().cpu()
+    probs = logits.softmax(-1)
+    class_names = class_names_for(model, logits.shape[-1])
+    B = x.shape[0]
+    names = list(names) if names is not None else [f"image_{i:03d}" for i in range(B)]
+    files = list(files) if files is not None else [None] * B
+    labels = list(labels) if labels is not None else [None] * B
+
+    def score(c: int, b: int) -> ClassScore:
+        return ClassScore(c, class_names[c], float(probs[b, c]))
+
+    records = []
+    for b in range(B):
+        top = probs[b].topk(min(5, probs.shape[-1])).indices.tolist()
+        per_method = {m: MethodRecord(m, score(int(e.targets[b, 0]), b), e.signed, map_statistics(e.raw[b, 0]),
+                                      seconds[m]) for m, e in explanations.items()}
+        records.append(ImageRecord(name=names[b], prediction=score(top[0], b), top5=tuple(score(c, b) for c in top),
+                                   methods=per_method, file=files[b], label=labels[b], group=group))
+    return BatchResult(records, list(display), explanations, class_names, labels=labels)
+
+
+def explain_images(model: nn.Module, images: Sequence[ImageSource], methods: Sequence[str], *, target: Any = None,
+                   batch_size: int = 8, method_params: Mapping[str, Mapping[str, Any]] | None = None,
+                   labels: Sequence[str | None] | None = None, group: str | None = None,
+                   progress: bool | None = None) -> Iterator[BatchResult]:
+    """Load (with the model's own preprocessing), predict and explain ``images`` batch by batch.
+
+    ``images`` are paths or PIL images. Records are named after the files (made unique) or ``image_NNN``.
+    ``progress`` shows a bar on stderr (None: only for 8 or more maps).
+    """
+    from tqdm import tqdm
+
+    prep = preprocessing_for(model)
+    param = next(model.parameters(), None)
+    files = [str(p) if isinstance(p, (str, Path)) else None for p in images]
+    names = unique_names(images)
+    total = len(images) * len(methods)
+    disable = (total < 8) if progress is None else not progress
+    with tqdm(total=total, unit="map", file=sys.stderr, disable=disable) as bar:
+        for start in range(0, len(images), batch_size):
+            stop = start + batch_size
+            x, display = load_images(list(images[start:stop]), prep)
+            if param is not None:
+                x = x.to(device=param.device, dtype=param.dtype)
+            result = explain_batch(model, x, methods, target=target, method_params=method_params, display=display,
+                                   names=names[start:stop], files=files[start:stop],
+                                   labels=None if labels is None else labels[start:stop], group=group)
+            bar.update(len(display) * len(methods))
+            yield result
+
+
+def unique_names(images: Sequence[ImageSource]) -> list[str]:
+    """File stems, prefixed with the position where two stems collide; ``image_NNN`` for non-file inputs."""
+    stems = [Path(p).stem if isinstance(p, (str, Path)) else f"image_{i:03d}" for i, p in enumerate(images)]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{i:03d}_{s}" for i, s in enumerate(stems)]
+
+
+def write_batch(result: BatchResult, out: str | Path, *, prefix: str = "", grid_name: str = "grid.png"
+                ) -> BatchResult:
+    """Write each display image, each overlay and a comparison grid under ``out/prefix``; return the result with
+    the records' ``image``/``overlay`` paths (relative to ``out``) and ``grid`` filled in."""
+    from xvit.viz import comparison_grid, save_grid
+
+    out = Path(out)
+    (out / prefix).mkdir(parents=True, exist_ok=True)
+    overlays = {m: e.overlay(result.display) for m, e in result.explanations.items()}
+    records = []
+    for b, rec in enumerate(result.records):
+        image = f"{prefix}{rec.name}.png"
+        result.display[b].save(out / image)
+        methods = {}
+        for m, mrec in rec.methods.items():
+            path = f"{prefix}{rec.name}_{m}.png"
+            overlays[m][b][0].save(out / path)
+            methods[m] = replace(mrec, overlay=path)
+        records.append(replace(rec, image=image, methods=methods))
+    grid = f"{prefix}{grid_name}"
+    known = result.labels if result.labels and None not in result.labels else None
+    save_grid(comparison_grid(result.display, result.explanations, result.class_names, true_labels=known), out / grid)
+    return replace(result, records=records, grid=grid)
