@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from xvit.adapters.base import ViTAdapter
+from xvit.targets import explained_classes
 
 
 @dataclass
@@ -91,7 +92,7 @@ def record(
         for h in handles:
             h.remove()
 
-    targets = logits.argmax(-1) if targets is None else targets.to(logits.device)
+    targets = explained_classes(logits, targets)
     rec = Recording(logits=logits.detach(), targets=targets,
                     block_inputs={i: store[f"block_input.{i}"] for i in block_inputs})
     n_blocks = len(adapter.blocks())

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from xvit.adapters import get_adapter
 from xvit.data.images import warn_if_unnormalised
 from xvit.methods import METHODS
-from xvit.methods.base import Attribution, Context
+from xvit.methods.base import Attribution, Context, Method
 from xvit.models import preprocessing_for
 from xvit.params import Interval, Nullable, validate_params
 from xvit.result import Explanation
@@ -30,7 +30,7 @@ class Explainer:
 
     Args:
         model: a supported ViT (built-in, timm ViT/DeiT, Hugging Face ViT/DeiT).
-        method: registry name (see :func:`xvit.methods`).
+        method: registry name (see :func:`xvit.methods`), or a :class:`~xvit.methods.Method` instance.
         batch_size: at most this many rows (images x targets) per pass; ``None`` runs the whole batch.
         **params: the method's parameters.
 
@@ -41,15 +41,21 @@ class Explainer:
         :class:`~xvit.result.Explanation`.
     """
 
-    def __init__(self, model: nn.Module, method: str = "transformer_attribution", *, batch_size: int | None = None,
-                 **params: Any) -> None:
+    def __init__(self, model: nn.Module, method: str | Method = "transformer_attribution", *,
+                 batch_size: int | None = None, **params: Any) -> None:
         validate_params("Explainer", {"batch_size": batch_size},
                         {"batch_size": Nullable(Interval(1, None, integer=True))})
         self.model = model
         self.adapter = get_adapter(model)
-        cls = METHODS.get(method)
-        validate_params(method, params, cls.param_constraints)  # before __init__, to name unknown keys
-        self.method = cls(**params)
+        if isinstance(method, Method):
+            if params:
+                raise TypeError(f"Parameters {sorted(params)} were given with a {type(method).__name__} instance; "
+                                "set them on the instance (set_params) or pass the method's registry name.")
+            self.method = method
+        else:
+            cls = METHODS.get(method)
+            validate_params(method, params, cls.param_constraints)  # before __init__, to name unknown keys
+            self.method = cls(**params)
         self.batch_size = batch_size
         self._stack: contextlib.ExitStack | None = None
 
@@ -106,8 +112,10 @@ class Explainer:
         start = time.perf_counter()
         if targets is None:
             out = self._run(ctx, x, None)
-        elif self.method.class_specific:
+        elif self.method.class_specific and self.method.per_target_pass:
             out = self._run(ctx, x.repeat_interleave(K, 0) if K > 1 else x, targets.reshape(-1))
+        elif self.method.class_specific:  # one set of passes serves all K targets of an image
+            out = self._run(ctx, x, targets)
         else:
             out = self._run(ctx, x, targets[:, 0])
         seconds = time.perf_counter() - start

@@ -56,3 +56,9 @@ def resolve_targets(target: Any, batch: int, num_classes: int, device: torch.dev
         raise ValueError(f"Target class {bad[0].item()} is out of range: the model has {num_classes} classes "
                          f"(0..{num_classes - 1}).")
     return t.to(device) if device is not None else t
+
+
+def explained_classes(logits: Tensor, targets: Tensor | None) -> Tensor:
+    """The classes to explain for a flat batch: ``targets`` on the logits' device, or, for ``None``, each row's
+    predicted class (arg-max of its logits). The one place where "the predicted class" is decided."""
+    return logits.argmax(-1) if targets is None else targets.to(logits.device)

@@ -55,6 +55,10 @@ class Method(Parameterized, abc.ABC):
     signed: ClassVar[bool] = False
     class_specific: ClassVar[bool] = True
     resolution: ClassVar[str] = "tokens"  # or "pixels"
+    # True: the computation depends on the target, so K targets of an image cost K passes (gradient and relevance
+    # methods; the explainer stacks the K copies on the batch axis). False: one set of passes scores every class
+    # (mask methods), and ``attribute`` receives the ``(N, K)`` targets and returns ``N·K`` maps, image-major.
+    per_target_pass: ClassVar[bool] = True
     param_constraints: ClassVar[dict[str, Any]] = {}
 
     def validate(self, ctx: Context) -> None:
@@ -62,7 +66,8 @@ class Method(Parameterized, abc.ABC):
 
     @abc.abstractmethod
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
-        """Raw maps for ``x`` (N rows) and ``targets`` (``(N,)``, or None for the predicted classes)."""
+        """Raw maps for ``x`` (N rows) and ``targets`` (``(N,)``, or None for the predicted classes; ``(N, K)``
+        when the method sets ``per_target_pass = False``)."""
 
 
 METHODS: Registry[type[Method]] = Registry("method", "xvit.methods()")

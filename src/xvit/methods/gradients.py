@@ -9,6 +9,7 @@ from torch import Tensor
 from xvit.capture import select_logits
 from xvit.methods.base import Attribution, Context, Method, register_method
 from xvit.params import Interval, Nullable, Options
+from xvit.targets import explained_classes
 from xvit.utils.filters import gaussian_blur
 
 
@@ -21,7 +22,7 @@ def _input_grads(ctx: Context, x: Tensor, targets: Tensor, chunk: int) -> Tensor
 def _predict(ctx: Context, x: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         logits = ctx.adapter.forward(x)
-    return logits, logits.argmax(-1) if targets is None else targets
+    return logits, explained_classes(logits, targets)
 
 
 @register_method("input_x_gradient", citation="Shrikumar et al., Not Just a Black Box: Learning Important Features "

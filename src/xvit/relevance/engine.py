@@ -17,6 +17,7 @@ from torch import Tensor
 
 from xvit.adapters.base import BlockParts, ViTAdapter
 from xvit.relevance.composites import Composite
+from xvit.targets import explained_classes
 
 
 def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor]) -> Tensor:
@@ -118,7 +119,7 @@ def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None,
     with torch.enable_grad():
         kwargs = {"x": origin} if x is not None else {"z": origin, "start": start}
         logits = vit_graph(adapter, composite, attn_out=attn, **kwargs)
-        targets = logits.argmax(-1) if targets is None else targets.to(logits.device)
+        targets = explained_classes(logits, targets)
         seed = torch.zeros_like(logits).scatter_(1, targets.view(-1, 1), 1.0)
         blocks = sorted(set(attention_blocks))
         wrt = [origin] + [attn[b - start] for b in blocks]
