@@ -5,6 +5,7 @@ from xvit._compat.torchvision_ops import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 from xvit.adapters import get_adapter  # noqa: E402
+from xvit.analysis import analyse, analyses  # noqa: E402
 from xvit.data.images import load_images  # noqa: E402
 from xvit.explainer import Explainer, explain  # noqa: E402
 from xvit.methods import methods  # noqa: E402
@@ -12,6 +13,5 @@ from xvit.models import load_model  # noqa: E402
 from xvit.result import Explanation  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Explainer", "Explanation", "ensure_torchvision_importable", "explain", "get_adapter", "load_images",
-           "load_model",
-           "methods", "__version__"]
+__all__ = ["Explainer", "Explanation", "analyse", "analyses", "ensure_torchvision_importable", "explain", "get_adapter",
+           "load_images", "load_model", "methods", "__version__"]

@@ -99,6 +99,11 @@ class Parameterized:
 
     param_constraints: ClassVar[dict[str, Any]] = {}
 
+    def __new__(cls, *args: Any, **params: Any) -> Parameterized:
+        # Before the subclass's __init__, so an unknown keyword gets the one message, not Python's TypeError.
+        validate_params(getattr(cls, "name", "") or cls.__name__, params, cls.param_constraints)
+        return super().__new__(cls)
+
     def __init__(self, **params: Any) -> None:
         validate_params(self.owner_name(), params, self.param_constraints)
         self.params: dict[str, Any] = {**self.default_params(), **params}

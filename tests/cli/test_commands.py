@@ -159,3 +159,20 @@ def test_bench_unknown_preset_exits_2(capsys):
 def test_python_dash_m_xvit():
     done = subprocess.run([sys.executable, "-m", "xvit", "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == f"xvit {xvit.__version__}"
+
+
+def test_analyse_lists_runs_and_refuses_unknown_names(workspace, capsys):
+    assert main(["analyse", "--list"]) == 0
+    assert "attention_distance" in capsys.readouterr().out
+    out = workspace / "analyse"
+    assert main(["analyse", "attention_distance", str(workspace / "a.png"), "--model", str(workspace / "ckpt"),
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    depth = len(xvit.load_model(str(workspace / "ckpt")).blocks)
+    assert result["meta"]["definition_version"] and len(result["tensors"]["mean"]) == depth
+    assert (out / "figure.png").is_file()
+    assert main(["analyse", "attention_distanse", str(workspace / "a.png")]) == 2
+    assert "Did you mean 'attention_distance'" in _error_line(capsys)
+    assert main(["analyse", "attention_distance", str(workspace / "a.png"), "--param", "attention_distance.k=1",
+                 "--model", str(workspace / "ckpt")]) == 2
+    assert "unexpected parameter 'k'" in _error_line(capsys)
