@@ -28,6 +28,7 @@ from torch import nn
 
 import xvit
 from xvit.adapters import get_adapter
+from xvit.data.preprocess import channels, normalise
 from xvit.models import preprocessing_for
 from xvit.utils.logits import unwrap_logits
 from xvit.utils.memory import PeakMemory
@@ -60,8 +61,8 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
     prep = preprocessing_for(model)
     h, w = prep.size if image_size is None else (
         (image_size, image_size) if isinstance(image_size, int) else tuple(image_size))
-    pixels = torch.rand(batch_size, 3, h, w, generator=torch.Generator().manual_seed(0))
-    x = (pixels - torch.tensor(prep.mean).view(1, 3, 1, 1)) / torch.tensor(prep.std).view(1, 3, 1, 1)
+    pixels = torch.rand(batch_size, channels(prep), h, w, generator=torch.Generator().manual_seed(0))
+    x = normalise(pixels, prep)
     x = x.to(device, param.dtype)
 
     def forward() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xvit.data import SHAPE_CLASSES, ShapesBatch, ShapesDataset, make_shapes, write_shapes
+from xvit.data import SHAPE_CLASSES, ShapesBatch, ShapesDataset, make_shapes, shapes_labels, write_shapes
 from xvit.data.shapes import MARKER_COLOR, default_seed
 
 SIZE = 64
@@ -172,3 +172,10 @@ def test_write_shapes_round_trip(tmp_path, variant):
         assert item["seed"] == int(batch.seeds[i]) == int(rows[i]["seed"])
         assert rows[i]["file"] == item["file"]
         assert rows[i]["labels"] == ";".join(map(str, item["labels"]))
+
+
+@pytest.mark.parametrize("variant", ["single", "pair", "spurious"])
+def test_shapes_labels_equal_the_rendered_labels_without_rendering(variant):
+    batch = make_shapes(variant, 12, size=32, split="val", start=7)
+    assert torch.equal(shapes_labels(variant, 12, split="val", start=7), batch.labels)
+    assert shapes_labels(variant, 0).shape == make_shapes(variant, 0).labels.shape

@@ -38,7 +38,7 @@ __all__ = [
     "SHAPE_CLASSES", "VARIANTS", "SPLITS", "GENERATOR_VERSION", "MARKER_COLOR", "MARKER_MODES", "P_MARKER_CLASS0",
     "P_MARKER_OTHER",
     "ShapesBatch", "ShapesDataset", "default_seed", "image_seed", "make_shapes", "marker_box", "resolve_marker_mode",
-    "write_shapes",
+    "shapes_labels", "write_shapes",
 ]
 
 GENERATOR_VERSION = "1"
@@ -297,11 +297,17 @@ def marker_box(size: int) -> tuple[int, int, int, int]:
     return (1, 1, 1 + m, 1 + m)
 
 
+def _draw_labels(rng: np.random.Generator, variant: str) -> np.ndarray:
+    """The class(es) of an image: the first draw from its generator, so labels are known without rendering."""
+    labels = rng.choice(len(SHAPE_CLASSES), size=2 if variant == "pair" else 1, replace=False)
+    labels.sort()
+    return labels
+
+
 def _render(variant: str, marker_mode: str, seed: int, size: int) -> dict:
     rng = np.random.Generator(np.random.PCG64(seed))
     n_obj = 2 if variant == "pair" else 1
-    labels = rng.choice(len(SHAPE_CLASSES), size=n_obj, replace=False)
-    labels.sort()
+    labels = _draw_labels(rng, variant)
     bg_color = rng.uniform(40, 215, 3).astype(np.float32)
     img = _background(rng, size, bg_color)
     obj_colors: list[np.ndarray] = []
@@ -390,6 +396,19 @@ def make_shapes(variant: str, n: int, seed: int | None = None, size: int = 112, 
         variant=variant,
         split=split,
     )
+
+
+def shapes_labels(variant: str, n: int, seed: int | None = None, split: str = "train", *,
+                  start: int = 0) -> torch.Tensor:
+    """The labels :func:`make_shapes` gives images ``start .. start + n - 1``, ``(n,)`` or ``(n, 2)`` for
+    ``pair``, without rendering the images (about 15 µs an image)."""
+    _check(variant, split)
+    base = default_seed(variant, split) if seed is None else int(seed)
+    labels = [_draw_labels(np.random.Generator(np.random.PCG64(image_seed(base, start + i))), variant)
+              for i in range(n)]
+    k = (2,) if variant == "pair" else ()
+    out = torch.from_numpy(np.stack(labels)).to(torch.int64) if labels else torch.zeros((0, *k), dtype=torch.int64)
+    return out if variant == "pair" else out.reshape(-1)
 
 
 class ShapesDataset(Dataset):

@@ -1,15 +1,23 @@
-"""Evaluation data specs: xvit-shapes, image folders (write_shapes layout and generic) and gtsegs_ijcv.mat."""
+"""Data sources: xvit-shapes, image folders (write_shapes layout and generic) and gtsegs_ijcv.mat."""
 
+import dataclasses
+import gzip
 import json
+import os
+import pickle
+import struct
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from xvit.data import make_shapes, write_shapes
-from xvit.evaluate.datasets import DataSpecError, load_dataset
+from xvit.data import load_images, make_shapes, write_shapes
+from xvit.data.sources import DataSpec, DataSpecError, data_sources, load_dataset, parse_data_spec
+from xvit.data.sources.mnist import read_idx
 from xvit.models import Preprocessing
 
 PREP = Preprocessing(size=(32, 32))
@@ -167,6 +175,16 @@ def test_gtsegs_reader_orientation_and_resizing(tmp_path):
     assert torch.equal(batch.masks[1], torch.from_numpy(masks[1]))
 
 
+def test_gtsegs_data_set_pickles_with_its_file_open(tmp_path):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "gtsegs_ijcv.mat"
+    _write_gtsegs(path, [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)], [rng.random((20, 28)) > 0.5])
+    data = load_dataset(f"imagenet-segmentation:{path}")
+    batch = data.load([0], PREP)  # opens the HDF5 file
+    again = pickle.loads(pickle.dumps(data)).load([0], PREP)
+    assert torch.equal(again.x, batch.x) and torch.equal(again.masks, batch.masks)
+
+
 def test_gtsegs_without_h5py_says_how_to_install_it(tmp_path, monkeypatch):
     path = tmp_path / "gtsegs_ijcv.mat"
     path.write_bytes(b"\0" * 16)
@@ -182,3 +200,146 @@ def test_a_mat_file_of_another_layout_is_rejected(tmp_path):
         f.create_dataset("x", data=np.zeros(3))
     with pytest.raises(DataSpecError, match="value/img"):
         load_dataset(path)
+
+
+# ------------------------------------------------------------------------------ one pixel path, registry, specs
+
+
+def test_a_folder_feeds_a_bicubic_model_the_pixels_load_images_gives(tmp_path):
+    rng = np.random.default_rng(2)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+    bicubic = Preprocessing(size=(32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                            interpolation="bicubic")
+    x, _ = load_images(tmp_path / "images" / "a.png", bicubic)
+    assert torch.equal(load_dataset(tmp_path).load([0], bicubic).x, x)
+
+
+def test_folder_images_convert_16_bit_and_transparency_as_load_images_does(tmp_path):
+    (tmp_path / "images").mkdir()
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(tmp_path / "images" / "deep.png")
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[:, :16] = (255, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "images" / "glass.png")
+    batch = load_dataset(tmp_path).load([0, 1], PREP)
+    x, _ = load_images([tmp_path / "images" / "deep.png", tmp_path / "images" / "glass.png"], PREP)
+    assert torch.equal(batch.x, x)
+    assert float(batch.x[0, 0, 0, 16]) < 0.5, "mid-grey of a 16-bit image must not clip to white"
+    assert torch.equal(batch.x[1, :, 0, 31], torch.ones(3))  # transparent: white
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_a_fifo_in_a_folder_is_never_opened(tmp_path):
+    write_shapes("single", 2, tmp_path, size=32)
+    (tmp_path / "manifest.json").unlink()
+    os.mkfifo(tmp_path / "images" / "000002.png")
+    data = load_dataset(tmp_path)  # would block in open() if the pipe were read
+    assert data.ids == ["000000.png", "000001.png"]
+
+
+def test_specs_are_frozen_json_able_and_read_back(tmp_path):
+    write_shapes("single", 2, tmp_path / "f", size=32)
+    for text, kind in [("xvit-shapes:spurious:test:5:marker=aligned", "xvit-shapes"),
+                       (str(tmp_path / "f"), "folder"), (f"folder:{tmp_path / 'f'}", "folder")]:
+        spec = parse_data_spec(text)
+        assert spec.kind == kind and parse_data_spec(str(spec)) == spec
+        assert DataSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            spec.n = 3
+    assert str(parse_data_spec("xvit-shapes:pair:val")) == "xvit-shapes:pair:val:200"
+    assert parse_data_spec(DataSpec("xvit-shapes", variant="pair", split="val")).n == 200
+    with pytest.raises(DataSpecError, match="not a valid xvit-shapes spec"):
+        parse_data_spec(DataSpec("xvit-shapes", variant="pair", split="val", path="/somewhere"))
+    with pytest.raises(DataSpecError, match="takes"):
+        DataSpec.from_dict({"kind": "xvit-shapes", "colour": "red"})
+    with pytest.raises(DataSpecError, match="Unknown data source 'xvit-shape'"):
+        parse_data_spec(DataSpec("xvit-shape"))
+    with pytest.raises(FileNotFoundError):  # a missing path is both a DataSpecError and a FileNotFoundError
+        load_dataset(tmp_path / "missing")
+    assert set(data_sources()) == {"xvit-shapes", "folder", "imagenet-segmentation", "mnist"}
+    assert all(info["forms"] for info in data_sources().values())
+
+
+def test_the_opened_data_set_is_the_same_when_reopened_from_its_spec_or_unpickled(tmp_path):
+    data = load_dataset("xvit-shapes:spurious:test:9:marker=random", size=(32, 32), limit=4)
+    assert len(data) == 4 and data.info["limit"] == 4 and data.data_spec.n == 4
+    reopened = load_dataset(DataSpec.from_dict(data.data_spec.to_dict()), size=(32, 32))
+    unpickled = pickle.loads(pickle.dumps(data))
+    batch = data.load(range(4), PREP)
+    for other in (reopened, unpickled):
+        again = other.load(range(4), PREP)
+        assert other.ids == data.ids and torch.equal(other.labels, data.labels)
+        assert torch.equal(again.x, batch.x) and torch.equal(again.masks, batch.masks)
+        assert torch.equal(again.marker_masks, batch.marker_masks)
+    assert data.subset(2).data_spec.n == 2
+
+
+def test_a_huge_count_is_not_rendered_before_the_limit_applies():
+    start = time.perf_counter()
+    data = load_dataset("xvit-shapes:pair:test:1000000000", size=(32, 32), limit=3)
+    assert time.perf_counter() - start < 5 and len(data) == 3
+    ref = make_shapes("pair", 1, size=32, split="test", start=2)
+    batch = data.load([2], PREP)
+    assert torch.equal(batch.masks, ref.masks) and torch.equal(batch.labels, ref.labels)
+    assert torch.equal(batch.x, _normalise(ref.images))
+
+
+# ----------------------------------------------------------------------------------------------------- MNIST
+
+SHARED_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist-test"
+
+
+def _write_idx(path, array, gz):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx_files_give_labelled_gray_images_at_the_model_size(tmp_path, gz):
+    rng = np.random.default_rng(3)
+    images, labels = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), np.arange(10, dtype=np.uint8)[::-1]
+    suffix = ".gz" if gz else ""
+    _write_idx(tmp_path / f"tiny-images-idx3-ubyte{suffix}", images, gz)
+    _write_idx(tmp_path / f"tiny-labels-idx1-ubyte{suffix}", labels, gz)
+    data = load_dataset(tmp_path)  # detected: a folder holding one IDX image file
+    assert data.data_spec.kind == "mnist" and data.class_names == [str(k) for k in range(10)]
+    assert data.labels.tolist() == labels.tolist() and data.ids[3] == "mnist:3" and not data.has_masks
+    batch = data.load([3], PREP)
+    expected = np.array(Image.fromarray(images[3]).resize((32, 32), Image.Resampling.BILINEAR))
+    assert batch.x.shape == (1, 3, 32, 32)
+    for c in range(3):
+        assert torch.allclose(batch.x[0, c], _normalise(torch.from_numpy(expected)))
+    gray = Preprocessing(size=(28, 28), mean=(0.5,), std=(0.5,))
+    assert torch.equal(data.load([3], gray).x[0, 0], _normalise(torch.from_numpy(images[3])))
+    assert torch.equal(pickle.loads(pickle.dumps(data)).load([3], PREP).x, batch.x)
+
+    train, test = (load_dataset(f"mnist:{tmp_path}:{split}") for split in ("train", "test"))
+    assert len(test) == 2 and len(train) == 8 and not set(train.ids) & set(test.ids)
+    assert sorted(train.ids + test.ids, key=lambda s: int(s.split(":")[1])) == data.ids
+    assert load_dataset(f"mnist:{tmp_path}:train:3").ids == train.ids[:3]
+    assert str(parse_data_spec(f"mnist:{tmp_path}:test:2")) == f"mnist:{tmp_path}:test:2"
+    with pytest.raises(DataSpecError, match="N in .* must be a positive integer"):
+        load_dataset(f"mnist:{tmp_path}:train:-1")
+
+
+def test_mnist_rejects_files_that_are_not_ubyte_idx(tmp_path):
+    _write_idx(tmp_path / "a-images-idx3-ubyte", np.zeros((2, 4, 4)), gz=False)
+    (tmp_path / "b-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03" + b"\x00" * 12)
+    with pytest.raises(DataSpecError, match="exactly one"):
+        load_dataset(f"mnist:{tmp_path}")
+    with pytest.raises(DataSpecError, match="only unsigned bytes"):
+        load_dataset(f"mnist:{tmp_path / 'b-images-idx3-ubyte'}")
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"the shared MNIST test set is not at {SHARED_MNIST}")
+def test_the_shared_mnist_test_set():
+    data = load_dataset(f"mnist:{SHARED_MNIST}")
+    assert len(data) == 10_000 and data.labels[:3].tolist() == [7, 2, 1]  # the first digits of t10k
+    assert torch.bincount(data.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    raw = read_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz")
+    assert raw.shape == (10_000, 28, 28) and round(float(raw.mean()), 2) == 33.79  # as SOURCE.md says
+    images = data.images(range(5), Preprocessing(size=(28, 28), mean=(0.5,), std=(0.5,)))
+    assert images.shape == (5, 1, 28, 28) and torch.equal(images[:, 0], torch.from_numpy(raw[:5].copy()))
+    assert len(load_dataset(f"mnist:{SHARED_MNIST}:test")) == 2_000

@@ -1,0 +1,255 @@
+"""The one pixel path from an image to model input, and back for display.
+
+Every loader (``load_images``, the data sources of ``xvit evaluate`` and ``xvit train``, ``xvit bench``) goes
+through these functions, so ``explain``, ``evaluate`` and training feed a model the same pixels:
+
+1. :func:`to_rgb`: files, PIL images and arrays to an RGB PIL image (EXIF rotation applied, grayscale
+   replicated, transparency composited on white, 16-bit and float images scaled with their contrast kept).
+2. :func:`prepare_image`: the model's colour mode (RGB, or ``L`` for a one-channel model), resized straight to
+   the model's input size (no crop) with the model's interpolation; :func:`resize_mask` resizes a mask with
+   nearest neighbour onto the same pixel grid.
+3. :func:`to_tensor` and :func:`normalise`: ``(B, C, H, W)`` uint8, then ``(pixels / 255 - mean) / std``.
+4. :func:`denormalise` and :func:`to_display` invert step 3 for display.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from xvit.models import Preprocessing
+
+__all__ = ["ImageLoadError", "ImageSource", "RESAMPLE", "channels", "denormalise", "normalise", "open_image",
+           "prepare_image", "resize_image", "resize_mask", "to_display", "to_rgb", "to_tensor"]
+
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+}
+"""Interpolation names of :class:`~xvit.models.Preprocessing` (timm's vocabulary) to Pillow filters; other
+names resize bilinearly."""
+
+
+class ImageLoadError(ValueError):
+    """An image could not be turned into model input; the message names the image and the fix."""
+
+
+def channels(preprocessing: Preprocessing) -> int:
+    """Number of input channels a model takes: one per entry of its normalisation mean (1 or 3)."""
+    c = len(preprocessing.mean)
+    if c not in (1, 3) or len(preprocessing.std) != c:
+        raise ValueError(f"Preprocessing needs 1 or 3 channels with one mean and std each; got mean "
+                         f"{preprocessing.mean} and std {preprocessing.std}.")
+    return c
+
+
+def prepare_image(src: ImageSource, preprocessing: Preprocessing) -> Image.Image:
+    """An image in the model's colour mode (``RGB``, or ``L`` for one channel) at its input size (H, W),
+    resized straight (no crop) with its interpolation."""
+    image = to_rgb(src)
+    if channels(preprocessing) == 1:
+        image = image.convert("L")
+    return resize_image(image, preprocessing.size, preprocessing.interpolation)
+
+
+def resize_image(image: Image.Image, size: tuple[int, int], interpolation: str = "bilinear") -> Image.Image:
+    """``image`` resized to ``size`` (H, W) with a :data:`RESAMPLE` interpolation."""
+    height, width = size
+    return image.resize((width, height), RESAMPLE.get(interpolation, Image.Resampling.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A boolean ``(h, w)`` mask resized to ``size`` (H, W) with nearest neighbour: the pixel grid of
+    :func:`resize_image` for the image it belongs to."""
+    height, width = size
+    mask = np.asarray(mask)
+    if mask.shape[:2] == (height, width):
+        return mask.astype(bool, copy=False)
+    resized = Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
+    return np.asarray(resized) > 0
+
+
+def to_tensor(images: Sequence[Image.Image]) -> Tensor:
+    """Same-sized PIL images (``RGB`` or ``L``) as a contiguous uint8 batch ``(B, C, H, W)`` (channels-first in
+    memory too: a channels-last view would send convolutions down another kernel, with other rounding)."""
+    pixels = np.stack([np.asarray(im) for im in images])
+    pixels = pixels[..., None] if pixels.ndim == 3 else pixels
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+
+def normalise(images: Tensor, preprocessing: Preprocessing) -> Tensor:
+    """``(pixels - mean) / std`` per channel of a ``(B, C, H, W)`` batch: uint8 pixels are first divided by
+    255, float pixels are taken to lie in [0, 1]. Float32 unless ``images`` is another float type."""
+    pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    mean, std = _stats(preprocessing, pixels)
+    return (pixels - mean) / std
+
+
+def denormalise(x: Tensor, preprocessing: Preprocessing) -> Tensor:
+    """The inverse of :func:`normalise`: pixels in [0, 1] (clamped) of a normalised batch."""
+    mean, std = _stats(preprocessing, x)
+    return (x * std + mean).clamp(0.0, 1.0)
+
+
+def to_display(x: Tensor, preprocessing: Preprocessing) -> list[Image.Image]:
+    """Display images (``RGB``, or ``L`` for one channel) of a normalised batch ``(B, C, H, W)``."""
+    pixels = (denormalise(x.detach().float().cpu(), preprocessing) * 255.0).round().to(torch.uint8)
+    arrays = pixels.permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
+
+
+def _stats(preprocessing: Preprocessing, like: Tensor) -> tuple[Tensor, Tensor]:
+    c = channels(preprocessing)
+    if like.ndim != 4 or like.shape[1] != c:
+        raise ValueError(f"Expected a batch (B, {c}, H, W) for a {c}-channel model; got {tuple(like.shape)}.")
+    dtype = like.dtype if like.is_floating_point() else torch.float32
+    mean = torch.tensor(preprocessing.mean, dtype=dtype, device=like.device).view(1, c, 1, 1)
+    std = torch.tensor(preprocessing.std, dtype=dtype, device=like.device).view(1, c, 1, 1)
+    return mean, std
+
+
+# ------------------------------------------------------------------------------------------- conversion
+
+
+def to_rgb(src: ImageSource) -> Image.Image:
+    """An RGB PIL image from a file path, a PIL image, or an ``(H, W, 3)`` / ``(H, W, 4)`` / ``(H, W)`` array
+    (uint8, uint16, or float in [0, 1]).
+
+    Grayscale becomes RGB; transparency is composited on white; 16-bit images are scaled to 8 bits, keeping
+    their contrast; CMYK and palette images are converted; EXIF orientation is applied.
+
+    Raises:
+        ImageLoadError: a file is missing, not a regular file, unreadable, truncated, too large or not an
+            image, or an array has the wrong shape, type or range.
+    """
+    if isinstance(src, (str, os.PathLike)):
+        return _pil_to_rgb(open_image(src), str(src))
+    if isinstance(src, Image.Image):
+        name = getattr(src, "filename", "") or f"PIL image ({src.mode}, {src.width}x{src.height})"
+        return _pil_to_rgb(src, name)
+    if isinstance(src, np.ndarray):
+        return _array_to_rgb(src)
+    if isinstance(src, Tensor):
+        raise ImageLoadError(
+            f"Got a torch.Tensor {tuple(src.shape)}; images are file paths, PIL images or (H, W, 3) arrays. "
+            "A tensor already normalised for the model can go to the explainer directly."
+        )
+    raise ImageLoadError(f"Cannot load an image from {type(src).__name__}; pass a file path, a PIL image or "
+                         "an (H, W, 3) array.")
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and decode an image file, turning Pillow's exceptions into messages that name the file and the fix.
+    Only regular files are opened (a FIFO or device would block or stream forever)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(f"Image file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise ImageLoadError(f"{str(path)!r} is a directory; pass the image files in it (e.g. {path}/*.png).")
+    if not path.is_file():
+        raise ImageLoadError(f"{str(path)!r} is not a regular file (a pipe, socket or device); pass an image file.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            img = Image.open(path)
+            img.load()
+        except Image.DecompressionBombError as e:
+            raise ImageLoadError(
+                f"{str(path)!r} is too large to load safely ({e}). If you trust the file, raise "
+                "PIL.Image.MAX_IMAGE_PIXELS (None disables the check) or downscale the image first."
+            ) from None
+        except UnidentifiedImageError:
+            raise ImageLoadError(f"{str(path)!r} is not an image file Pillow can read "
+                                 f"(formats: PNG, JPEG, BMP, GIF, TIFF, WebP, ...).") from None
+        except PermissionError:
+            raise ImageLoadError(f"No permission to read {str(path)!r}.") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageLoadError(
+                f"{str(path)!r} is truncated or corrupt ({e}). Re-export or re-download it; to load what is "
+                "there anyway, set PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True."
+            ) from None
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            warnings.warn(f"{str(path)!r} has {img.width * img.height:,} pixels, above Pillow's "
+                          f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,}; loading it anyway.",
+                          UserWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return img
+
+
+def _pil_to_rgb(img: Image.Image, name: str) -> Image.Image:
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except OSError as e:
+        raise ImageLoadError(f"{name!r} is truncated or corrupt ({e}). "
+                             "Re-export or re-download it.") from None
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _array_to_rgb(_high_depth_to_float(np.asarray(img), img.mode, name))
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError as e:
+        raise ImageLoadError(f"{name!r} has image mode {img.mode!r}, which cannot be converted to RGB ({e}). "
+                             "Convert it to RGB with an image editor first.") from None
+
+
+def _high_depth_to_float(a: np.ndarray, mode: str, name: str) -> np.ndarray:
+    """Grayscale with more than 8 bits to floats in [0, 1], keeping the contrast."""
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ImageLoadError(f"{name!r} holds NaN or infinite pixel values.")
+    if mode.startswith("I;16"):
+        return a / 65535.0
+    lo, hi = float(a.min()), float(a.max())
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
+        return a
+    if mode == "I" and lo >= 0.0 and hi <= 65535.0:  # Pillow opens some 16-bit files as 32-bit "I"
+        return a / (255.0 if hi <= 255.0 else 65535.0)
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _array_to_rgb(a: np.ndarray) -> Image.Image:
+    shape = tuple(a.shape)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        raise ImageLoadError(f"Array of shape {shape} looks channel-first; pass (H, W, 3), "
+                             "e.g. a.transpose(1, 2, 0).")
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ImageLoadError(f"Expected an image array (H, W, 3), (H, W, 4) or (H, W); got shape {shape}.")
+    if a.dtype == np.uint8:
+        pixels = a
+    elif a.dtype == np.uint16:
+        pixels = np.round(a / 257.0).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ImageLoadError(f"Image array {shape} holds NaN or infinite values.")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ImageLoadError(f"Float image arrays must lie in [0, 1]; got values in "
+                                 f"[{lo:.3g}, {hi:.3g}]. Divide 0-255 pixels by 255 (or pass them as uint8).")
+        pixels = np.round(a * 255.0).astype(np.uint8)
+    else:
+        raise ImageLoadError(f"Image arrays must be uint8, uint16 or float in [0, 1]; got dtype {a.dtype}.")
+    img = Image.fromarray(np.ascontiguousarray(pixels))
+    return _pil_to_rgb(img, f"array {shape}") if img.mode != "RGB" else img
+
