@@ -115,3 +115,80 @@ def test_unnormalised_input_gets_a_warning():
         xvit.explain(model, torch.rand(1, 3, 32, 32) * 255, "rollout")
     with pytest.warns(UserWarning, match="All input values lie in \\[0, 1\\]"):
         xvit.explain(model, torch.rand(1, 3, 32, 32), "rollout")
+
+
+def _timm_twin(model):
+    """The built-in ViT as a timm model with the same weights (its blocks take an attention mask)."""
+    from xvit.models.vit import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        return model
+    timm = pytest.importorskip("timm")
+    c = model.config
+    twin = timm.models.vision_transformer.VisionTransformer(
+        img_size=c.img_size, patch_size=c.patch_size, embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads,
+        num_classes=c.num_classes, reg_tokens=c.reg_tokens, global_pool=c.global_pool, class_token=c.class_token,
+        no_embed_class=c.no_embed_class, dynamic_img_size=True, fc_norm=c.global_pool == "avg").eval()
+    twin.load_state_dict(model.state_dict(), strict=True)
+    return twin
+
+
+def _masked_reference(model, x, keep, at_block):
+    """Logits with the removed patches kept in the sequence but invisible: masked out as attention keys from
+    block ``at_block`` on and left out of ``avg`` pooling — a model whose input lacks those patches."""
+    adapter = get_adapter(model)
+    p = adapter.layout(x).num_prefix
+    visible = torch.cat([torch.ones(x.shape[0], p, dtype=torch.bool), keep], 1)
+    bias = torch.zeros(visible.shape).masked_fill(~visible, float("-inf"))[:, None, None, :]
+    if hasattr(model, "blocks"):
+        m = _timm_twin(model)
+        h = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        for i, block in enumerate(m.blocks):
+            h = block(h, attn_mask=bias if i >= at_block else None)
+        h = m.norm(h)
+        if m.global_pool == "avg":
+            w = keep[..., None].float()
+            return m.head(m.fc_norm((h[:, p:] * w).sum(1) / w.sum(1)))
+        return m.forward_head(h)
+    h = adapter.backbone.embeddings(x)
+    for i, layer in enumerate(adapter.blocks()):
+        h = layer(h, bias if i >= at_block else None)
+    h = adapter.backbone.layernorm(h)
+    if adapter.teacher:
+        return (model.cls_classifier(h[:, 0]) + model.distillation_classifier(h[:, 1])) / 2
+    return model.classifier(h[:, 0])
+
+
+@pytest.mark.parametrize("family", list(FACTORIES))
+def test_token_removal_equals_a_model_that_cannot_see_the_removed_patches(family):
+    model = make(family)
+    adapter = get_adapter(model)
+    x = torch.randn(3, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    keep = torch.stack([torch.randperm(16, generator=g) < 9 for _ in range(3)])
+    with torch.no_grad():
+        logits = adapter.forward(x)
+        for at_block in range(len(adapter.blocks()) + 1):
+            everything = adapter.forward_tokens(x, torch.ones(3, 16, dtype=torch.bool), at_block)
+            assert torch.equal(everything, logits)
+            removed = adapter.forward_tokens(x, keep, at_block)
+            torch.testing.assert_close(removed, _masked_reference(model, x, keep, at_block), rtol=1e-5, atol=1e-6)
+            indices = keep.nonzero()[:, 1].view(3, 9)
+            assert torch.equal(adapter.forward_tokens(x, indices, at_block), removed)
+        assert not torch.allclose(adapter.forward_tokens(x, keep), logits)
+    if family in OTHER_SIZE_OK:  # another input size: position embeddings resampled as in the model's forward
+        x = torch.randn(2, 3, 48, 24)
+        with torch.no_grad():
+            assert torch.equal(adapter.forward_tokens(x, torch.ones(2, 18, dtype=torch.bool)), adapter.forward(x))
+
+
+@pytest.mark.parametrize("keep,match", [
+    (torch.tensor([[True] * 8 + [False] * 8, [True] * 9 + [False] * 7]), "same number"),
+    (torch.ones(2, 15, dtype=torch.bool), "16 patch tokens"),
+    (torch.tensor([[0, 16], [1, 2]]), r"0\.\.15"),
+    (torch.ones(2, 16), "bool or integer"),
+    (torch.ones(3, 16, dtype=torch.bool), r"\(2, 16\)"),
+])
+def test_token_removal_rejects_bad_keep_masks(keep, match):
+    with pytest.raises(ValueError, match=match):
+        get_adapter(make("xvit")).forward_tokens(torch.randn(2, 3, 32, 32), keep)

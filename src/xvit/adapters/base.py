@@ -193,6 +193,47 @@ class ViTAdapter(abc.ABC):
         """Inside the context, attention runs the explicit path that materialises probabilities."""
         yield
 
+    # --- token removal ---------------------------------------------------------------------------
+    def block_input(self, x: Tensor, at_block: int = 0) -> Tensor:
+        """Residual stream ``(B, T, D)`` entering block ``at_block`` (0: right after the position embedding),
+        prefix tokens first. Families that support token removal override this and :meth:`forward_from`."""
+        raise self._no_token_removal()
+
+    def forward_from(self, tokens: Tensor, at_block: int = 0) -> Tensor:
+        """Logits ``(B, C)`` of a token sequence entering block ``at_block``: the remaining blocks, the final norm,
+        pooling and the head. The sequence may be shorter than the model's (prefix tokens first, then any
+        subset of patch tokens); ``avg`` pooling then averages the patch tokens present."""
+        raise self._no_token_removal()
+
+    def forward_tokens(self, x: Tensor, keep: Tensor, at_block: int = 0) -> Tensor:
+        """Logits with only the prefix tokens and the kept patch tokens entering block ``at_block``.
+
+        Token removal as in TIS (Englebert et al. 2023, arXiv:2304.00621; attribution-methods.md §5.4): the
+        removed patch tokens are absent from the sequence of every later block, which is exactly a model whose
+        input lacks those patches (attention cannot reach them, ``avg`` pooling ignores them).
+
+        Args:
+            x: ``(B, C, H, W)`` normalised images.
+            keep: ``(B, num_patches)`` bool with the same number of kept patches per row, or ``(B, k)`` long
+                indices of kept patches (row-major over the patch grid).
+            at_block: 0 removes tokens after the position embedding; ``b`` at the input of block ``b``.
+        """
+        self.check_block_index(at_block)
+        return self.forward_from(select_tokens(self.block_input(x, at_block), keep, self.layout(x).num_prefix),
+                                 at_block)
+
+    def check_block_index(self, at_block: int) -> None:
+        """Raise for a block index outside ``0..len(blocks)`` (``len(blocks)``: only the head runs after it)."""
+        depth = len(self.blocks())
+        if isinstance(at_block, bool) or not isinstance(at_block, int) or not 0 <= at_block <= depth:
+            raise ValueError(f"at_block must be an int in 0..{depth} for this {depth}-block model; got {at_block!r}.")
+
+    def _no_token_removal(self) -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"{type(self).__name__} does not support token removal: its adapter implements no block_input() / "
+            "forward_from(). Token removal needs blocks that accept a shortened sequence (absolute position "
+            "embeddings added before the blocks); use pixel-space masks instead.")
+
 
 ADAPTERS: Registry[type[ViTAdapter]] = Registry("adapter", "xvit.adapters.ADAPTERS.names()")
 
@@ -232,3 +273,33 @@ def qkv_from_linears(q: nn.Linear, k: nn.Linear, v: nn.Linear) -> tuple[Tensor, 
     w = torch.cat([q.weight, k.weight, v.weight], 0)
     b = None if q.bias is None else torch.cat([q.bias, k.bias, v.bias], 0)
     return w, b
+
+
+def select_tokens(tokens: Tensor, keep: Tensor, num_prefix: int) -> Tensor:
+    """``tokens`` ``(B, T, D)`` shortened to the ``num_prefix`` prefix tokens and the kept patch tokens.
+
+    ``keep`` is ``(B, T - num_prefix)`` bool with the same count per row (kept tokens stay in grid order) or
+    ``(B, k)`` long patch indices.
+    """
+    b, t, d = tokens.shape
+    n = t - num_prefix
+    if not isinstance(keep, Tensor) or keep.ndim != 2 or keep.shape[0] != b:
+        got = tuple(keep.shape) if isinstance(keep, Tensor) else type(keep).__name__
+        raise ValueError(f"keep must be a ({b}, {n}) bool mask or ({b}, k) patch indices; got {got}.")
+    if keep.dtype == torch.bool:
+        if keep.shape[1] != n:
+            raise ValueError(f"keep has {keep.shape[1]} entries per row but the input has {n} patch tokens.")
+        counts = keep.sum(1)
+        if b and not bool((counts == counts[0]).all()):
+            raise ValueError("Every row of keep must keep the same number of patch tokens (one sequence length "
+                             f"per batch); got counts {sorted(set(counts.tolist()))}.")
+        index = keep.nonzero()[:, 1].view(b, -1)
+    elif not keep.is_floating_point() and not keep.is_complex():
+        index = keep.long()
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+            raise ValueError(f"keep indices must lie in 0..{n - 1} (patch tokens); got "
+                             f"{int(index.min())}..{int(index.max())}.")
+    else:
+        raise ValueError(f"keep must be bool or integer; got {keep.dtype}.")
+    kept = tokens[:, num_prefix:].gather(1, index.to(tokens.device)[..., None].expand(-1, -1, d))
+    return torch.cat([tokens[:, :num_prefix], kept], 1)

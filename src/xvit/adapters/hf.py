@@ -36,6 +36,11 @@ def _first(obj: Any, *paths: str) -> Any:
     raise AttributeError(f"{type(obj).__name__} has none of {paths}")
 
 
+def _layer_output(out: Any) -> Tensor:
+    """Hidden states from a layer's output: a tensor (transformers 5) or a tuple led by it (4.x)."""
+    return out[0] if isinstance(out, tuple) else out
+
+
 @register_adapter
 class HFViTAdapter(ViTAdapter):
     family = "HF ViT/DeiT"
@@ -82,11 +87,32 @@ class HFViTAdapter(ViTAdapter):
         return TokenLayout(num_prefix=prefix, grid=(x.shape[-2] // ph, x.shape[-1] // pw),
                            pool="token_distilled" if self.teacher else "token", patch_size=(ph, pw))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _native_size(self) -> tuple[int, int]:
         size = self.model.config.image_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        out = self.model(pixel_values=x, interpolate_pos_encoding=tuple(x.shape[-2:]) != size)
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(pixel_values=x, interpolate_pos_encoding=tuple(x.shape[-2:]) != self._native_size())
         return out.logits
+
+    def block_input(self, x: Tensor, at_block: int = 0) -> Tensor:
+        self.check_block_index(at_block)
+        emb = self.backbone.embeddings
+        h = emb(x.to(emb.patch_embeddings.projection.weight.dtype),
+                interpolate_pos_encoding=tuple(x.shape[-2:]) != self._native_size())
+        for layer in self.blocks()[:at_block]:
+            h = _layer_output(layer(h))
+        return h
+
+    def forward_from(self, tokens: Tensor, at_block: int = 0) -> Tensor:
+        self.check_block_index(at_block)
+        h = tokens
+        for layer in self.blocks()[at_block:]:
+            h = _layer_output(layer(h))
+        h = self.backbone.layernorm(h)
+        if self.teacher:
+            return (self.model.cls_classifier(h[:, 0]) + self.model.distillation_classifier(h[:, 1])) / 2
+        return self.model.classifier(h[:, 0])
 
     @contextlib.contextmanager
     def eager_attention(self) -> Iterator[None]:
@@ -112,8 +138,7 @@ class HFViTAdapter(ViTAdapter):
 
     def embed_parts(self) -> EmbedParts:
         emb = self.backbone.embeddings
-        size = self.model.config.image_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
+        size = self._native_size()
 
         def prefix_and_pos(tokens: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
             B = tokens.shape[0]

@@ -3,6 +3,7 @@ registers, ``global_pool='avg'`` and ``dynamic_img_size``). Both share timm's at
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Iterator, Sequence
 
@@ -20,7 +21,7 @@ from xvit.adapters.base import (
     layer_scale,
     register_adapter,
 )
-from xvit.models.vit import VisionTransformer
+from xvit.models import VisionTransformer, variant_of
 from xvit.utils.context import set_attributes
 
 
@@ -74,16 +75,37 @@ class _TimmLikeAdapter(ViTAdapter):
         return HeadParts(norm=None if is_identity(m.norm) else m.norm, pool=self._pool(),
                          fc_norm=None if is_identity(m.fc_norm) else m.fc_norm, heads=[m.head])
 
+    @abc.abstractmethod
+    def _embed(self, x: Tensor) -> Tensor:
+        """The first block's input, exactly as the model's own forward builds it."""
+
+    def block_input(self, x: Tensor, at_block: int = 0) -> Tensor:
+        self.check_block_index(at_block)
+        h = self._embed(x)
+        for block in self.model.blocks[:at_block]:
+            h = block(h)
+        return h
+
+    def forward_from(self, tokens: Tensor, at_block: int = 0) -> Tensor:
+        self.check_block_index(at_block)
+        h = tokens
+        for block in self.model.blocks[at_block:]:
+            h = block(h)
+        # forward_head pools ``x[:, num_prefix_tokens:]`` (avg) or the prefix rows, so shortened sequences work.
+        return self.model.forward_head(self.model.norm(h))
+
 
 @register_adapter
 class BuiltinViTAdapter(_TimmLikeAdapter):
-    """xvit's own :class:`~xvit.models.vit.VisionTransformer`."""
+    """xvit's own :class:`~xvit.models.vit.VisionTransformer` and every registered model variant that declares
+    itself ``vit_compatible`` (a subclass with the same layout; see :func:`xvit.models.register_model`)."""
 
     family = "xvit ViT"
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return isinstance(model, VisionTransformer)
+        variant = variant_of(model)
+        return variant is not None and variant.vit_compatible and isinstance(model, VisionTransformer)
 
     def embed_parts(self) -> EmbedParts:
         m = self.model
@@ -98,6 +120,9 @@ class BuiltinViTAdapter(_TimmLikeAdapter):
             return u, pos
 
         return EmbedParts(proj=m.patch_embed.proj, prefix_and_pos=prefix_and_pos)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        return self.model.embed(x)
 
 
 @register_adapter
@@ -162,6 +187,10 @@ class TimmViTAdapter(_TimmLikeAdapter):
             return u, with_pos - torch.cat([prefix, zeros], 1)
 
         return EmbedParts(proj=m.patch_embed.proj, prefix_and_pos=prefix_and_pos)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        m = self.model
+        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
 
     def head_parts(self) -> HeadParts:
         parts = super().head_parts()

@@ -9,8 +9,8 @@ from torch import Tensor
 from xvit.capture import select_logits
 from xvit.methods.base import Attribution, Context, Method, register_method
 from xvit.params import Interval, Nullable, Options
+from xvit.perturb import Black, Blur, MeanColour, Substrate
 from xvit.targets import explained_classes
-from xvit.utils.filters import gaussian_blur
 
 
 def _input_grads(ctx: Context, x: Tensor, targets: Tensor, chunk: int) -> Tensor:
@@ -43,16 +43,14 @@ class InputXGradient(Method):
 
 
 def _baseline(kind: str, x: Tensor, ctx: Context) -> Tensor:
-    if kind == "zero":
-        return torch.zeros_like(x)
     if kind == "black":
         from xvit.models import preprocessing_for
 
         prep = preprocessing_for(ctx.adapter.model)
-        mean = x.new_tensor(prep.mean).view(1, 3, 1, 1)
-        std = x.new_tensor(prep.std).view(1, 3, 1, 1)
-        return ((0 - mean) / std).expand_as(x).clone()
-    return gaussian_blur(x, 11, 5.0, kernel="truncated", padding="zeros")
+        substrate: Substrate = Black(prep.mean, prep.std)
+    else:
+        substrate = MeanColour() if kind == "zero" else Blur(11, 5.0, kernel="truncated", padding="zeros")
+    return substrate.image(x).contiguous()
 
 
 @register_method("integrated_gradients", citation="Sundararajan, Taly & Yan, Axiomatic Attribution for Deep "
