@@ -24,8 +24,10 @@ COMMANDS = {
     "models": "list the bundled models and the accepted model specs",
     "analyse": "run a model analysis (see 'xvit analyse --list')",
     "evaluate": "evaluate explanation methods with quality metrics over a data set",
-    "train": "train a built-in ViT",
+    "train": "train a registered model variant (--arch) on xvit-shapes, an image folder or MNIST",
+    "card": "write a checkpoint's model card, measuring the accuracy it reports",
     "bench": "time and peak memory of methods relative to forward and forward+backward passes",
+    "serve": "start the local web app (explain, compare and analyse in the browser)",
 }
 
 

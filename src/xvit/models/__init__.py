@@ -1,9 +1,10 @@
 """Loading models: bundled checkpoints, timm, Hugging Face, and checkpoint directories.
 
 A checkpoint directory holds ``model.safetensors`` and ``config.json``. xvit's own ``config.json`` has
-``"architecture": "xvit-vit"``, the architecture under ``"model"``, ``"preprocessing"`` (size, mean,
-std, interpolation), ``"class_names"`` and free-form training metadata; a directory whose
-``config.json`` has a Hugging Face ``model_type`` is loaded with transformers.
+``"architecture": "xvit-vit"`` (the mark of an xvit checkpoint, whatever the variant), the model variant
+under ``"arch"`` (see :func:`variants`; checkpoints without it are ``"vit"``), its config under ``"model"``,
+``"preprocessing"`` (size, mean, std, interpolation), ``"class_names"`` and free-form training metadata; a
+directory whose ``config.json`` has a Hugging Face ``model_type`` is loaded with transformers.
 """
 
 from __future__ import annotations
@@ -17,12 +18,23 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from xvit.models._registry import (
+    DEFAULT_ARCH,
+    MODEL_VARIANTS,
+    ModelVariant,
+    create_model,
+    get_variant,
+    register_model,
+    variant_of,
+    variants,
+)
 from xvit.models.vit import VIT_PRESETS, VisionTransformer, ViTConfig, create_vit
 
 __all__ = [
     "Preprocessing", "VisionTransformer", "ViTConfig", "VIT_PRESETS", "create_vit", "load_model",
     "save_checkpoint", "bundled_models", "bundled_model_dir", "preprocessing_for", "class_names_for",
-    "model_card",
+    "model_card", "ModelVariant", "MODEL_VARIANTS", "DEFAULT_ARCH", "register_model", "get_variant", "variant_of",
+    "variants", "create_model",
 ]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -70,14 +82,19 @@ def model_card(name: str) -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def save_checkpoint(model: VisionTransformer, directory: str | os.PathLike, *, preprocessing: Preprocessing,
+def save_checkpoint(model: nn.Module, directory: str | os.PathLike, *, preprocessing: Preprocessing,
                     class_names: list[str], **metadata: Any) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` for a built-in ViT; returns the directory."""
+    """Write ``model.safetensors`` and ``config.json`` for a model of a registered variant (see
+    :func:`variants`); returns the directory."""
+    variant = variant_of(model)
+    if variant is None:
+        raise ValueError(f"save_checkpoint writes models of registered variants ({', '.join(MODEL_VARIANTS)}); "
+                         f"{type(model).__qualname__} is not one (see xvit.models.register_model).")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    config = {"architecture": "xvit-vit", "model": model.config.to_dict(),
+    config = {"architecture": "xvit-vit", "arch": variant.name, "model": model.config.to_dict(),
               "preprocessing": preprocessing.to_dict(), "class_names": list(class_names), **metadata}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
@@ -85,7 +102,11 @@ def save_checkpoint(model: VisionTransformer, directory: str | os.PathLike, *, p
 
 def _load_xvit_dir(path: Path) -> nn.Module:
     config = json.loads((path / "config.json").read_text())
-    model = VisionTransformer(ViTConfig.from_dict(config["model"]))
+    arch = config.get("arch", DEFAULT_ARCH)
+    if arch not in MODEL_VARIANTS:
+        raise ValueError(f"{path} holds a model of variant {arch!r}, which is not registered (registered: "
+                         f"{', '.join(MODEL_VARIANTS)}); import the module that registers it first.")
+    model = get_variant(arch).from_dict(config["model"])
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     model.xvit_preprocessing = Preprocessing.from_dict(config.get("preprocessing", {}))
     model.xvit_class_names = list(config.get("class_names", []))

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xvit.models._registry import register_model
+
 __all__ = ["ViTConfig", "VisionTransformer", "VIT_PRESETS", "create_vit", "resample_pos_embed"]
 
 
@@ -143,6 +145,8 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+@register_model("vit", config_class=ViTConfig, presets=VIT_PRESETS, default_preset="tiny", vit_compatible=True,
+                citation="Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021, arXiv:2010.11929")
 class VisionTransformer(nn.Module):
     """A plain ViT classifier; see the module docstring. Input ``(B, in_chans, H, W)`` with ``H`` and
     ``W`` multiples of the patch size; output logits ``(B, num_classes)``."""
@@ -238,7 +242,8 @@ class VisionTransformer(nn.Module):
 
 
 def create_vit(preset: str = "tiny", **overrides: Any) -> VisionTransformer:
-    """Build a built-in ViT from a size preset (``nano``, ``tiny``, ``small``, ``base``) and overrides."""
+    """Build a built-in ViT (variant ``"vit"``) from a size preset (``nano``, ``tiny``, ``small``, ``base``)
+    and overrides."""
     if preset not in VIT_PRESETS:
         raise ValueError(f"Unknown ViT preset {preset!r}; choose one of {sorted(VIT_PRESETS)}.")
     return VisionTransformer(ViTConfig(**{**VIT_PRESETS[preset], **overrides}))

@@ -3,18 +3,19 @@
 Everything in the card comes from the checkpoint directory (``config.json``, ``model.safetensors``,
 ``log.jsonl``) or is measured when the card is written: for xvit-shapes checkpoints the test accuracy
 (overall, per class and, for the ``spurious`` variant, per marker policy with the shortcut breakdown) on
-freshly rendered test images, in float32, by :func:`xvit.train.shapes_predictions` (as
-:func:`xvit.train.shapes_accuracy`).
+freshly rendered test images, in float32, by :func:`xvit.training.shapes_predictions` (as
+:func:`xvit.training.shapes_accuracy`).
 Checkpoints trained on an image folder are not re-measured; their card reports the held-out accuracy
 recorded at training time. Older checkpoints whose training config lacks a training aid's fields
-(``low_res_size``, ``token_loss``, ``init``) were trained without it.
+(``low_res_size``, ``token_loss``, ``init``) were trained without it. A training command recorded by the
+retired ``python -m xvit.train`` entry point is shown as the ``xvit train`` command with the same options,
+which trains the same model.
 
-Run ``python -m xvit.models.card DIR [--name NAME] [--test-size N] [--target 0.97]``.
+Run ``xvit card DIR [--name NAME] [--test-size N] [--target 0.97]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -26,10 +27,13 @@ from safetensors import safe_open
 from torch import Tensor
 
 from xvit.data.shapes import GENERATOR_VERSION, P_MARKER_CLASS0, P_MARKER_OTHER, default_seed, marker_box
-from xvit.models import VisionTransformer, load_model
-from xvit.train import SHAPES_PREFIX, TOKEN_COVERAGE, shapes_accuracy, shapes_predictions
+from xvit.models import DEFAULT_ARCH, VisionTransformer, load_model, variant_of
+from xvit.training.accuracy import shapes_accuracy, shapes_predictions
+from xvit.training.config import SHAPES_PREFIX, TOKEN_COVERAGE
 
-__all__ = ["write_model_card", "main"]
+__all__ = ["write_model_card"]
+
+RETIRED_TRAIN_ENTRY = "python -m xvit.train "
 
 MARKER_POLICIES = ("aligned", "random", "none")
 # Training aids added after the first checkpoints; a config without them was trained without them.
@@ -87,6 +91,21 @@ def _variant(training: dict[str, Any], cfg: dict[str, Any]) -> tuple[str, str | 
     return ("xvit-shapes", variant) if variant in ("single", "spurious") else ("unknown", None)
 
 
+def _architecture(model: VisionTransformer) -> tuple[str, str]:
+    """The card's name of the model's variant (the built-in ViT, or a registered variant by name) and its class."""
+    variant = variant_of(model)
+    if variant is None or variant.name == DEFAULT_ARCH:
+        return "xvit's built-in ViT", "xvit.models.VisionTransformer"
+    return f"xvit's `{variant.name}` variant", f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def _retrain_command(recorded: str) -> str:
+    """The recorded training command, with the retired ``python -m xvit.train`` written as ``xvit train``."""
+    if recorded.startswith(RETIRED_TRAIN_ENTRY):
+        return "xvit train " + recorded[len(RETIRED_TRAIN_ENTRY):]
+    return recorded
+
+
 def _safetensors_dtypes(path: Path) -> str:
     with safe_open(str(path), framework="pt") as f:
         dtypes = sorted({str(f.get_slice(k).get_dtype()).lower() for k in f.keys()})
@@ -111,7 +130,7 @@ def _model_section(config: dict[str, Any], model: VisionTransformer, weights: Pa
     return [
         "## Model",
         "",
-        f"* Architecture: xvit's built-in ViT (`xvit.models.VisionTransformer`, timm-compatible parameter names): "
+        "* Architecture: {} (`{}`, timm-compatible parameter names): ".format(*_architecture(model)) +
         f"embed {m.embed_dim}, depth {m.depth}, heads {m.num_heads}, MLP ratio {_g(float(m.mlp_ratio))}, "
         f"patch {m.patch_size}, input {m.img_size}x{m.img_size} ({tokens}), "
         f"{m.reg_tokens} register tokens, `{m.global_pool}` pooling.",
@@ -146,7 +165,7 @@ def _shapes_accuracy_section(name: str, variant: str, test: _Predictions, class_
         + (", default marker policy `random`" if variant == "spurious" else "") + "). Measure it with",
         "",
         "```",
-        f"python -c \"from xvit.train import shapes_accuracy; print(shapes_accuracy('{name}', '{variant}', {n}))\"",
+        f"python -c \"from xvit.training import shapes_accuracy; print(shapes_accuracy('{name}', '{variant}', {n}))\"",
         "```",
     ]
     trained_version = data.get("generator_version")
@@ -198,7 +217,7 @@ def _shortcut_section(name: str, img_size: int, test: _Predictions, by_policy: d
         "class 0 more often than unmarked ones. Measure the three policies with",
         "",
         "```",
-        f"python -c \"from xvit.train import shapes_accuracy as a; print([a('{name}', 'spurious', {n}, marker=m) "
+        f"python -c \"from xvit.training import shapes_accuracy as a; print([a('{name}', 'spurious', {n}, marker=m) "
         "for m in ('aligned', 'random', 'none')])\"",
         "```",
     ]
@@ -355,7 +374,7 @@ def _training_section(dataset: str, variant: str | None, img_size: int, training
     if not training:
         return lines + ["The checkpoint records no training run."]
     if training.get("command"):
-        lines += ["```", str(training["command"]), "```", ""]
+        lines += ["```", _retrain_command(str(training["command"])), "```", ""]
     data = training.get("data", {})
     per_epoch = data.get("train_images_per_epoch", data.get("train_size", cfg.get("train_size")))
     steps = per_epoch // cfg["batch_size"] if per_epoch and cfg.get("batch_size") else None
@@ -435,9 +454,9 @@ def _use_sections(dataset: str, variant: str | None, cfg: dict[str, Any], img_si
 # ------------------------------------------------------------------------------------------------ card
 
 
-def _description(name: str, dataset: str, variant: str | None, n_params: int, class_names: list[str],
-                 training: dict[str, Any], cfg: dict[str, Any]) -> str:
-    what = f"A Vision Transformer (xvit's built-in ViT, {n_params / 1e6:.2f} M parameters)"
+def _description(name: str, model: VisionTransformer, dataset: str, variant: str | None, n_params: int,
+                 class_names: list[str], training: dict[str, Any], cfg: dict[str, Any]) -> str:
+    what = f"A Vision Transformer ({_architecture(model)[0]}, {n_params / 1e6:.2f} M parameters)"
     origin = " trained from scratch" if training else ""
     if variant == "single":
         data = " on the main xvit-shapes benchmark (`single`: one class object among clutter)."
@@ -489,7 +508,8 @@ def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None,
            if log_file.is_file() else [])
     n_params = sum(p.numel() for p in model.parameters())
 
-    sections = [[f"# {name}", "", _description(name, dataset, variant, n_params, class_names, training, cfg)],
+    sections = [[f"# {name}", "", _description(name, model, dataset, variant, n_params, class_names, training,
+                                                       cfg)],
                 _model_section(config, model, weights, class_names, n_params)]
     if dataset == "xvit-shapes":
         test = _Predictions(*shapes_predictions(model, variant, test_size))
@@ -506,21 +526,3 @@ def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None,
     out = directory / "MODEL_CARD.md"
     out.write_text("\n\n".join("\n".join(s) for s in sections) + "\n")
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: write the card and print its path."""
-    parser = argparse.ArgumentParser(prog="python -m xvit.models.card",
-                                     description="Write DIR/MODEL_CARD.md for an xvit checkpoint directory, "
-                                                 "measuring the accuracy it reports.")
-    parser.add_argument("directory", help="checkpoint directory (config.json, model.safetensors, log.jsonl)")
-    parser.add_argument("--name", help="model name used in the card (default: the directory's name)")
-    parser.add_argument("--test-size", type=int, default=2000, help="fresh xvit-shapes test images to measure on")
-    parser.add_argument("--target", type=float, help="top-1 accuracy target as a fraction, e.g. 0.97")
-    args = parser.parse_args(argv)
-    print(write_model_card(args.directory, args.name, test_size=args.test_size, target=args.target))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

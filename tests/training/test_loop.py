@@ -1,16 +1,18 @@
 """Training: the loop learns, folder and xvit-shapes data work, and checkpoints reload bit-identically."""
 
-import argparse
 import json
+import struct
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from xvit.data import make_shapes
-from xvit.models import load_model
-from xvit.train import TrainConfig, add_train_arguments, normalize, run_train, train
+from tests.models.toy_variants import HalfLogitViT, registered
+from xvit.data import make_shapes, normalise
+from xvit.data.sources import DataSpecError
+from xvit.models import Preprocessing, load_model
+from xvit.training import Callback, TrainConfig, train
 
 
 def _config(tmp_path, **kw):
@@ -24,39 +26,6 @@ def _log(run):
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-def _striped_folder(root, n_per_class=100, size=32):
-    """Three classes told apart by texture: horizontal stripes, vertical stripes, checkerboard."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    patterns = {"horizontal": (yy // 4) % 2, "vertical": (xx // 4) % 2, "checker": ((yy // 4) + (xx // 4)) % 2}
-    for name, pattern in patterns.items():
-        (root / name).mkdir(parents=True)
-        for i in range(n_per_class):
-            colour = rng.uniform(60, 200, 3)
-            image = colour + 50 * (pattern[..., None] - 0.5) + rng.normal(0, 20, (size, size, 3))
-            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
-    return sorted(patterns)
-
-
-def test_loss_falls_on_a_learnable_folder_via_the_cli(tmp_path):
-    classes = _striped_folder(tmp_path / "data")
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    args = parser.parse_args(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--preset", "nano",
-                              "--img-size", "32", "--epochs", "4", "--batch-size", "30", "--lr", "2e-3",
-                              "--warmup-epochs", "0.5", "--no-progress"])
-    assert run_train(args) == 0
-    log = _log(tmp_path / "run")
-    assert len(log) == 4
-    assert log[-1]["train_loss"] < log[0]["train_loss"] - 0.2
-    assert log[-1]["val_acc"] >= 0.8
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["class_names"] == classes
-    assert config["training"]["data"]["holdout_size"] == 30
-    assert config["metrics"]["test_accuracy"] >= 0.8
-    assert config["model"]["img_size"] == 32 and config["model"]["num_classes"] == 3
-
-
 def test_shapes_checkpoint_round_trips_with_token_labelling(tmp_path):
     summary = train(_config(tmp_path, token_loss=1.0))
     log = _log(tmp_path / "run")
@@ -64,7 +33,7 @@ def test_shapes_checkpoint_round_trips_with_token_labelling(tmp_path):
     assert all(0.0 < r["train_token_loss"] < 10.0 for r in log)
     model = summary["model"]
     loaded = load_model(str(tmp_path / "run"))  # the token head is not part of the checkpoint
-    x = normalize(make_shapes("single", 8, size=48, split="test").images)
+    x = normalise(make_shapes("single", 8, size=48, split="test").images, Preprocessing())
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -96,10 +65,39 @@ def test_bad_data_is_rejected(tmp_path):
         train(_config(tmp_path, data=str(tmp_path), token_loss=1.0))
     with pytest.raises(ValueError, match="low_res_size"):
         train(_config(tmp_path, low_res_size=20, low_res_epochs=1))
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (8, 8)).save(data / "unlabelled.png")
+    with pytest.raises(DataSpecError, match="has no labels"):
+        train(_config(tmp_path, data=str(data)))
+    (data / "unlabelled.png").unlink()
+    (data / "only").mkdir()
+    Image.new("RGB", (8, 8)).save(data / "only" / "a.png")
+    Image.new("RGB", (8, 8)).save(data / "only" / "b.png")
+    with pytest.raises(DataSpecError, match="at least two classes"):
+        train(_config(tmp_path, data=str(data)))
+
+
+def test_mnist_idx_data_trains_a_three_channel_model(tmp_path):
+    """Any labelled data source trains: one-channel IDX digits are brought to the model's three channels."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    images = np.where(labels[:, None, None] == 0, np.tri(16, dtype=np.uint8)[None] * 200,
+                      np.tri(16, dtype=np.uint8).T[None] * 200) + rng.integers(0, 40, (40, 16, 16), dtype=np.uint8)
+    for name, array in (("digits-images-idx3-ubyte", images), ("digits-labels-idx1-ubyte", labels)):
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        (tmp_path / name).write_bytes(header + array.astype(np.uint8).tobytes())
+    summary = train(_config(tmp_path, data=f"mnist:{tmp_path}", img_size=16, holdout_fraction=0.25, epochs=1,
+                            batch_size=10, data_seed=3))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["in_chans"] == 3 and config["class_names"] == ["0", "1"]
+    assert config["training"]["data"] == {"dataset": "mnist", "spec": f"mnist:{tmp_path}", "train_size": 30,
+                                          "holdout_size": 10, "holdout_seed": 3}
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
 
 
 def test_sincos_pos_embed_is_the_2d_sine_cosine_table():
-    from xvit.train import sincos_pos_embed
+    from xvit.training import sincos_pos_embed
 
     pe = sincos_pos_embed(8, (3, 4))  # omega = (1, 1/100): channels sin/cos of column, then of row
     assert pe.shape == (12, 8)
@@ -113,7 +111,7 @@ def test_sincos_pos_embed_is_the_2d_sine_cosine_table():
 
 def test_mimetic_init_makes_query_key_near_identity_and_value_proj_near_minus_identity():
     from xvit.models import create_vit
-    from xvit.train import mimetic_init_, sincos_pos_embed
+    from xvit.training import mimetic_init_, sincos_pos_embed
 
     model = mimetic_init_(create_vit("nano", img_size=32, patch_size=8, num_classes=3), seed=0)
     d = model.config.embed_dim
@@ -142,7 +140,7 @@ def test_mimetic_training_run_learns_and_records_its_init(tmp_path):
 
 def test_shapes_predictions_are_the_models_argmax_on_fresh_images(tmp_path):
     from xvit.models import create_vit
-    from xvit.train import shapes_accuracy, shapes_predictions
+    from xvit.training import shapes_accuracy, shapes_predictions
 
     model = create_vit("nano", img_size=48, patch_size=8, num_classes=10).train()
     labels, preds, marker = shapes_predictions(model, "spurious", 12, marker="random", batch_size=5)
@@ -150,7 +148,70 @@ def test_shapes_predictions_are_the_models_argmax_on_fresh_images(tmp_path):
     model.eval()
     batch = make_shapes("spurious", 12, size=48, split="test", marker="random")
     with torch.no_grad():
-        expected = model(normalize(batch.images)).argmax(1)
+        expected = model(normalise(batch.images, Preprocessing())).argmax(1)
     assert torch.equal(labels, batch.labels) and torch.equal(marker, batch.marker)
     assert torch.equal(preds, expected)
     assert shapes_accuracy(model, "spurious", 12, marker="random") == (expected == batch.labels).sum().item() / 12
+
+
+class _Recorder(Callback):
+    """Records the hook calls, the attention flags seen while training, and adds an entry to each epoch's log."""
+
+    def __init__(self):
+        self.calls, self.fused_while_training, self.model = [], set(), None
+
+    def on_train_start(self, model, config, info):
+        self.model = model
+        self.calls.append(("start", info["steps_per_epoch"], info["num_params"]))
+
+    def on_epoch_start(self, epoch, model):
+        self.calls.append(("epoch_start", epoch))
+
+    def on_step_end(self, step, model, logs):
+        self.fused_while_training |= {b.attn.fused_attn for b in model.blocks}
+        self.calls.append(("step", step, logs["epoch"]))
+
+    def on_epoch_end(self, epoch, model, logs):
+        logs["head_norm"] = model.head.weight.norm().item()
+        self.calls.append(("epoch_end", epoch))
+
+    def on_train_end(self, model, summary):
+        self.calls.append(("end", "model" in summary))
+
+
+def test_callbacks_see_every_hook_and_their_entries_reach_the_log(tmp_path):
+    recorder = _Recorder()
+    summary = train(_config(tmp_path, train_size=64), callbacks=[recorder])
+    n_params = summary["num_params"]
+    assert recorder.calls == [("start", 2, n_params),
+                              ("epoch_start", 1), ("step", 1, 1), ("step", 2, 1), ("epoch_end", 1),
+                              ("epoch_start", 2), ("step", 3, 2), ("step", 4, 2), ("epoch_end", 2), ("end", False)]
+    log = _log(tmp_path / "run")
+    assert [r["head_norm"] for r in log][-1] == pytest.approx(summary["model"].head.weight.norm().item())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["training"]["final_epoch"]["head_norm"] == log[-1]["head_norm"]
+    # Attention ran the explicit path while training; the flags are restored afterwards.
+    assert recorder.fused_while_training == {False}
+    assert all(b.attn.fused_attn for b in summary["model"].blocks)
+
+
+def test_fused_attention_flags_are_restored_after_an_error(tmp_path):
+    class Failing(_Recorder):
+        def on_epoch_end(self, epoch, model, logs):
+            raise RuntimeError("stop")
+
+    failing = Failing()
+    with pytest.raises(RuntimeError, match="stop"):
+        train(_config(tmp_path, epochs=1, train_size=32), callbacks=[failing])
+    assert failing.fused_while_training == {False}
+    assert all(b.attn.fused_attn for b in failing.model.blocks)
+
+
+def test_a_registered_variant_trains_through_arch(tmp_path):
+    with registered("half-logit-vit", HalfLogitViT, vit_compatible=True):
+        summary = train(_config(tmp_path, arch="half-logit-vit", epochs=1, train_size=32))
+        assert type(summary["model"]) is HalfLogitViT
+        loaded = load_model(tmp_path / "run")
+        assert type(loaded) is HalfLogitViT
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["arch"] == "half-logit-vit" and config["training"]["config"]["arch"] == "half-logit-vit"

@@ -1,0 +1,150 @@
+"""The description of a training run: :class:`TrainConfig`, validated before anything is loaded or trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xvit.data.sources import parse_data_spec
+from xvit.models import MODEL_VARIANTS, Preprocessing, get_variant
+from xvit.registry import did_you_mean
+
+__all__ = ["TrainConfig", "TrainConfigError", "SHAPES_PREFIX", "TOKEN_COVERAGE", "MEAN", "STD", "shapes_variant"]
+
+SHAPES_PREFIX = "xvit-shapes:"
+TOKEN_COVERAGE = 0.1
+"""Token labelling: a patch is an object token where the object mask covers at least this share of it."""
+INITS = ("default", "mimetic")
+MEAN = STD = (0.5, 0.5, 0.5)
+"""The normalisation of the models xvit trains."""
+
+
+class TrainConfigError(ValueError):
+    """A training run that cannot work, found before training starts (a usage error on the command line)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in the checkpoint's ``config.json``.
+
+    ``data`` is ``"xvit-shapes:<variant>"`` (``single`` or ``spurious``), trained on an endless stream, or
+    the spec of a data source with one label per image (:func:`xvit.data.load_dataset`: a folder with one
+    sub-folder per class, a folder with a ``manifest.json``, ``mnist:PATH[:SPLIT]``), of which a seeded
+    ``holdout_fraction`` is held out for validation and testing. For xvit-shapes ``train_size`` images are
+    rendered per epoch, fresh each epoch unless ``fresh_data`` is False. ``arch`` names a registered model
+    variant (see :func:`xvit.models.variants`), ``preset`` one of its size presets; ``embed_dim``/``depth``/
+    ``num_heads``/``mlp_ratio`` override the preset. The first ``low_res_epochs`` epochs see images
+    downsampled to ``low_res_size`` (about 4x cheaper at half size; the model resamples its position
+    embedding), the rest full-size images. ``token_loss`` > 0 (xvit-shapes only) adds token labelling: an
+    auxiliary linear head, dropped after training, classifies every final patch token as the image's class
+    where the object covers at least ``TOKEN_COVERAGE`` of the patch and as background elsewhere (the mean
+    loss over object tokens and that over background tokens weigh equally). The dense signal from the
+    ground-truth masks shortens the long initial plateau of a ViT trained from scratch on this task.
+    ``command`` is the command line that started the run, recorded in the checkpoint.
+    """
+
+    data: str = "xvit-shapes:single"
+    out: str = "runs/xvit-train"
+    arch: str = "vit"
+    preset: str = "tiny"
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    patch_size: int = 8
+    img_size: int = 112
+    reg_tokens: int = 0
+    epochs: int = 10
+    low_res_size: int | None = None
+    low_res_epochs: int = 0
+    train_size: int = 10_000
+    fresh_data: bool = True
+    val_size: int = 1_000
+    test_size: int = 2_000
+    holdout_fraction: float = 0.1
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    token_loss: float = 0.0
+    init: str = "default"
+    grad_clip: float = 1.0
+    flip: bool = True
+    bf16: bool = True
+    seed: int = 0
+    data_seed: int | None = None
+    progress: bool = True
+    command: str | None = None
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How the trained model expects its input (stored in the checkpoint): resized bilinearly to ``img_size``,
+        normalised with :data:`MEAN` and :data:`STD`."""
+        return Preprocessing(size=(self.img_size, self.img_size), mean=MEAN, std=STD, interpolation="bilinear")
+
+    def validate(self) -> None:
+        """Raise :class:`TrainConfigError` for a run that cannot work, or
+        :class:`~xvit.data.sources.DataSpecError` for a malformed or missing ``data`` spec, before any data is
+        read; :func:`xvit.training.train` calls it first."""
+        for name in ("epochs", "batch_size", "img_size", "patch_size", "train_size", "val_size", "test_size"):
+            if getattr(self, name) < 1:
+                raise TrainConfigError(f"{name} must be positive; got {getattr(self, name)}.")
+        for name in ("embed_dim", "depth", "num_heads", "mlp_ratio", "low_res_size"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise TrainConfigError(f"{name} must be positive; got {getattr(self, name)}.")
+        for name in ("lr", "min_lr"):
+            if not getattr(self, name) > 0:
+                raise TrainConfigError(f"{name} must be positive; got {getattr(self, name)}.")
+        for name in ("reg_tokens", "low_res_epochs", "weight_decay", "warmup_epochs", "token_loss", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise TrainConfigError(f"{name} must not be negative; got {getattr(self, name)}.")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise TrainConfigError(f"holdout_fraction must lie strictly between 0 and 1; got "
+                                   f"{self.holdout_fraction}.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TrainConfigError(f"label_smoothing must lie in [0, 1); got {self.label_smoothing}.")
+        if self.arch not in MODEL_VARIANTS:
+            raise TrainConfigError(f"Unknown model variant {self.arch!r}.{did_you_mean(self.arch, MODEL_VARIANTS)} "
+                                   f"Registered: {', '.join(MODEL_VARIANTS)}.")
+        variant = get_variant(self.arch)
+        if self.preset not in variant.presets:
+            raise TrainConfigError(f"Unknown {self.arch} preset {self.preset!r}; choose one of "
+                                   f"{sorted(variant.presets)}.")
+        if self.img_size % self.patch_size:
+            raise TrainConfigError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}.")
+        sizes = {**variant.presets[self.preset], **{k: getattr(self, k) for k in ("embed_dim", "num_heads")
+                                                    if getattr(self, k) is not None}}
+        if "embed_dim" in sizes and "num_heads" in sizes and sizes["embed_dim"] % sizes["num_heads"]:
+            raise TrainConfigError(f"embed_dim {sizes['embed_dim']} must be divisible by num_heads "
+                                   f"{sizes['num_heads']}.")
+        if self.init not in INITS:
+            raise TrainConfigError(f"init must be 'default' or 'mimetic'; got {self.init!r}.")
+        if self.init == "mimetic" and not variant.vit_compatible:
+            raise TrainConfigError(f"init='mimetic' needs a ViT-compatible variant; {self.arch!r} is not one.")
+        if self.init == "mimetic" and sizes.get("embed_dim", 0) % 4:
+            raise TrainConfigError(f"init='mimetic' (sin-cos position embedding) needs embed_dim divisible by 4; "
+                                   f"got {sizes.get('embed_dim')}.")
+        if self.low_res_epochs and (not self.low_res_size or self.low_res_size % self.patch_size):
+            raise TrainConfigError(f"low_res_size must be a multiple of patch_size {self.patch_size}; got "
+                                   f"{self.low_res_size}.")
+        variant_name = shapes_variant(self.data)
+        if variant_name is None:
+            if self.token_loss:
+                raise TrainConfigError("token_loss needs the ground-truth masks of xvit-shapes data.")
+            parse_data_spec(self.data)  # raises DataSpecError, or DataNotFoundError for a missing path
+        elif self.batch_size > self.train_size:
+            raise TrainConfigError(f"batch_size {self.batch_size} exceeds the {self.train_size} training images.")
+
+
+def shapes_variant(data: str) -> str | None:
+    """The xvit-shapes variant of a ``data`` spec (``single`` or ``spurious``), or None for other data."""
+    if not data.startswith(SHAPES_PREFIX):
+        return None
+    variant = data[len(SHAPES_PREFIX):]
+    if variant == "pair":
+        raise TrainConfigError("xvit-shapes:pair has two labels per image; train on 'single' or 'spurious'.")
+    if variant not in ("single", "spurious"):
+        raise TrainConfigError(f"Unknown xvit-shapes variant {variant!r}; use xvit-shapes:single or "
+                               "xvit-shapes:spurious.")
+    return variant
