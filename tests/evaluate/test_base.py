@@ -5,12 +5,14 @@ import pytest
 import torch
 
 import xvit.evaluate as ev
-from xvit.evaluate.base import pixel_ranks, summarize
+from xvit.evaluate.base import summarize
+from xvit.params import InvalidParameterError
+from xvit.perturb import pixel_ranks
 from xvit.utils.logits import unwrap_logits
 from xvit.utils.maps import normalise_maps
 
 NAMES = {"perturbation", "deletion_insertion", "segmentation", "pointing_game", "energy_pointing_game",
-         "class_sensitivity", "marker_share", "randomization", "conservation"}
+         "class_sensitivity", "marker_share", "randomization", "conservation", "cost"}
 
 
 def test_registry_lists_every_metric_with_its_class():
@@ -19,7 +21,23 @@ def test_registry_lists_every_metric_with_its_class():
     for name in NAMES:
         cls = ev.get_metric(name)
         assert cls.name == name and issubclass(cls, ev.Metric)
-        assert "higher_is_better" in listed[name] and listed[name]["inputs"]
+        info = listed[name]
+        assert info["citation"] and "paper" not in info and info["inputs"]
+        assert {"higher_is_better", "requirements", "columns", "params"} <= set(info)
+        assert all(c.metric == name for c in cls.columns)
+    assert listed["perturbation"]["columns"] == ["perturbation_pos", "perturbation_neg"]
+    assert listed["perturbation"]["higher_is_better"] == {"perturbation_pos": False, "perturbation_neg": True}
+    assert listed["class_sensitivity"]["requirements"] == ["pairs"]
+    assert listed["pointing_game"]["params"] == {"tol": 15, "max_overlap": None}
+    assert listed["cost"]["columns"] == ["cost"] and ev.get_metric("cost").columns[0].field_name == "cost_seconds"
+    assert "marker_share" not in ev.default_metrics() and ev.default_metrics()[0] == "perturbation"
+
+
+def test_set_params_changes_what_the_metric_reads():
+    m = ev.PointingGame(tol=3)
+    assert m.tol == 3 and m.set_params(tol=0).tol == 0 and m.get_params() == {"tol": 0, "max_overlap": None}
+    with pytest.raises(InvalidParameterError, match="'tol' parameter of pointing_game"):
+        m.set_params(tol=-1)
 
 
 def test_unknown_metric_suggests_close_names():

@@ -12,9 +12,11 @@ from PIL import Image
 import xvit
 from xvit.cli import main
 from xvit.data.shapes import SHAPE_CLASSES
-from xvit.evaluate import runner, state
+from xvit.data.sources import EvalDataset
+from xvit.evaluate import METRICS, Metric, Plot, register_metric, runner, state
 from xvit.evaluate.runner import evaluate
 from xvit.models import Preprocessing, create_vit, save_checkpoint
+from xvit.params import Interval
 
 ALL_COLUMNS = ["perturbation_pos", "perturbation_neg", "deletion", "insertion", "segmentation", "pointing_game",
                "energy_pointing_game", "class_sensitivity", "randomization", "conservation", "cost"]
@@ -169,8 +171,6 @@ def test_the_marker_policy_is_part_of_the_resume_fingerprint():
 
 def test_conservation_reads_relevance_and_completeness_from_the_explanations(model):
     x = torch.randn(3, 3, 32, 32)
-    from xvit.evaluate.datasets import EvalDataset
-
     data = EvalDataset("random", [f"r{i}" for i in range(3)], None, None, False, False,
                        reader=lambda i: (((x[i] * 0.5 + 0.5).clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
                                          .numpy(), []))
@@ -286,7 +286,9 @@ def test_gtsegs_file_through_the_runner(model, tmp_path):
     (["--data", "/no/such/dir"], "neither an existing folder"),
     (["--data", "xvit-shapes:single:test:4", "--metrics", "perturbaton"], "Did you mean 'perturbation'"),
     (["--data", "xvit-shapes:single:test:4", "--methods", "rolout"], "unknown method 'rolout'"),
-    (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout=3"], "METHOD.KEY=VALUE"),
+    (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout=3"], "NAME.KEY=VALUE"),
+    (["--data", "xvit-shapes:single:test:4", "--param", "rollout.head_fusion=median"], "head_fusion"),
+    (["--data", "xvit-shapes:single:test:4", "--metric-param", "segmentation.tol=3"], "takes none"),
     (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout.head_fusion=median"], "head_fusion"),
     (["--data", "xvit-shapes:single:test:4", "--metric-param", "perturbation.mode=negative"], "sets perturbation.mode"),
     (["--data", "xvit-shapes:single:test:4", "--metrics", "marker_share"], "xvit-shapes:spurious:test:200"),
@@ -301,15 +303,13 @@ def test_user_errors_exit_2_with_one_line(ckpt, tmp_path, capsys, extra, message
 
 
 def test_target_without_labels_is_a_user_error(model):
-    from xvit.evaluate.datasets import EvalDataset
-
     data = EvalDataset("x", ["a"], None, None, False, False, reader=lambda i: (np.zeros((32, 32, 3), np.uint8), []))
     with pytest.raises(ValueError, match="needs labels"):
         evaluate(model, data, ["rollout"], ["perturbation"], class_explained="target")
 
 
 def test_energy_maps_use_magnitude_or_positive_part_for_signed_methods():
-    from xvit.evaluate.columns import energy_maps
+    from xvit.evaluate.inputs import energy_maps
     from xvit.result import Explanation
 
     raw = torch.tensor([[[[-2.0, 0.0], [1.0, 0.0]]]])
@@ -320,3 +320,68 @@ def test_energy_maps_use_magnitude_or_positive_part_for_signed_methods():
     torch.testing.assert_close(energy_maps(signed, "positive"), raw.clamp(min=0))
     unsigned = Explanation(raw, maps, signed.targets, signed.logits, "x", {}, {"signed": False})
     torch.testing.assert_close(energy_maps(unsigned, "abs"), maps)
+
+
+class MaskShare(Metric):
+    """A toy metric defined outside xvit: the share of the map inside the mask, times ``scale``."""
+
+    higher_is_better = True
+    requires = frozenset({"masks"})
+    display = ("largest",)
+    plots = (Plot("mask_share_profile", ("mask_share",), "pixel", "map value"),)
+    param_constraints = {"scale": Interval(0, None)}
+
+    def __init__(self, *, scale: float = 1.0) -> None:
+        super().__init__(scale=scale)
+
+    def update(self, maps, masks):
+        share = (maps * masks).flatten(1).sum(1) / maps.flatten(1).sum(1)
+        self._append(share=self.scale * share, profile=maps.flatten(1)[:, :3])
+
+    def update_from(self, inp):
+        self.update(inp.maps, inp.masks)
+
+    def compute(self):
+        share = self._cat("share")
+        return self._result(share, summary={"largest": float(share.max())}, curves=self._cat("profile"),
+                            curve_x=torch.arange(3.0))
+
+
+@pytest.fixture
+def mask_share(monkeypatch):
+    """MaskShare registered for one test (the registry is restored afterwards)."""
+    monkeypatch.setattr(METRICS, "_entries", dict(METRICS._entries))
+    monkeypatch.setattr(METRICS, "_info", dict(METRICS._info))
+    return register_metric("mask_share", citation="a test")(MaskShare)
+
+
+def test_a_registered_metric_runs_with_its_columns_summary_and_plots(mask_share, ckpt, model, tmp_path, capsys):
+    out = tmp_path / "toy"
+    spec = "xvit-shapes:single:test:4"
+    code = main(["evaluate", "--model", str(ckpt), "--data", spec, "--methods", "rollout", "--metrics", "mask_share",
+                 "--metric-param", "mask_share.scale=2", "--out", str(out), "--batch-size", "3", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "| method | mask_share ↑ |" in capsys.readouterr().out
+
+    batch = xvit.evaluate.load_dataset(spec, size=(32, 32)).load(range(4), xvit.models.preprocessing_for(model))
+    maps = xvit.explain(model, batch.x, "rollout").maps[:, 0]
+    expected = 2 * (maps * batch.masks).flatten(1).sum(1) / maps.flatten(1).sum(1)
+    assert [float(r["mask_share"]) for r in _read_csv(out / "per_image.csv")] == pytest.approx(expected.tolist(),
+                                                                                              abs=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["rows"][0]
+    assert (row["column"], row["status"], row["direction"]) == ("mask_share", "ok", "↑")
+    assert row["details"]["largest"] == pytest.approx(float(expected.max()), abs=1e-6)
+    assert summary["curves"]["mask_share"]["rollout"]["x"] == [0.0, 1.0, 2.0]
+    assert "| rollout | mask_share | largest |" in (out / "summary.md").read_text()
+    with Image.open(out / "curves" / "mask_share_profile.png") as im:
+        assert im.format == "PNG"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["metrics"]["mask_share"] == {"metric": "mask_share", "scale": 2}
+    assert "mask_share" in xvit.evaluate.metrics() and "mask_share" in xvit.evaluate.default_metrics()
+
+    # Its requirement decides where it runs: on data without masks it is skipped, with the reason.
+    data = EvalDataset("x", ["a"], torch.tensor([0]), None, False, False,
+                       reader=lambda i: (np.zeros((32, 32, 3), np.uint8), []))
+    res = evaluate(model, data, ["rollout"], ["mask_share"])
+    assert res.summary[0]["status"] == "skipped" and res.summary[0]["note"] == "the data set has no ground-truth masks"

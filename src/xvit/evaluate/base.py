@@ -1,38 +1,126 @@
-"""Shared machinery of the evaluation metrics: registry, result type, metric base class, batched perturbation.
+"""Shared machinery of the evaluation metrics: registry, result type, metric base class, input checks.
 
 A metric is a pair, after torchmetrics: a class with ``update(...)``/``compute()`` that accumulates per-image
 pieces over batches, and a functional twin that runs one ``update`` and ``compute``. Every metric returns one
-:class:`MetricResult`. Perturbation metrics stack the perturbed copies of all images along the batch axis and
-send them through the model in chunks of ``batch_size`` (no per-image loop).
+:class:`MetricResult`. Perturbation metrics score their perturbed copies with :func:`xvit.perturb.score` (the
+copies of all images stacked along the batch axis, in chunks of ``batch_size``; no per-image loop).
+
+A metric also declares what the evaluation runner needs to run it without naming it: the :class:`Column` s it
+writes, the data it ``requires``, its :class:`Plot` s and display extras, how it builds itself from the run
+(``from_run``) and how it reads one :class:`~xvit.evaluate.inputs.MetricInput` (``update_from``).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from xvit.params import InvalidParameterError, validate_params
+from xvit.evaluate.inputs import MetricInput, RunContext
+from xvit.params import InvalidParameterError, Parameterized
 from xvit.registry import Registry
-from xvit.utils.logits import unwrap_logits
 
-__all__ = ["METRICS", "Metric", "MetricResult", "get_metric", "metrics"]
+__all__ = ["METRICS", "REQUIREMENTS", "Column", "Metric", "MetricResult", "NotApplicable", "Plot", "get_metric",
+           "metrics", "register_metric"]
 
 METRICS: Registry[type[Metric]] = Registry("metric", "xvit.evaluate.metrics()")
 
+# What a metric may require of the data, each with the reason given where the data set lacks it.
+REQUIREMENTS = {
+    "labels": "the data set has no labels",
+    "masks": "the data set has no ground-truth masks",
+    "pairs": "needs two-object images with a mask per object (e.g. xvit-shapes:pair:test)",
+    "markers": "needs images with a spurious marker and its mask (xvit-shapes spurious data, e.g. "
+               "xvit-shapes:spurious:test:200:marker=random)",
+}
+
+MetricClass = TypeVar("MetricClass", bound="type[Metric]")
+
 
 def metrics() -> dict[str, dict[str, Any]]:
-    """Registered metrics: ``{name: info}`` (``higher_is_better``, ``inputs`` of ``update``, ``paper``)."""
-    return {name: METRICS.info(name) for name in METRICS.names()}
+    """Registered metrics: ``{name: info}`` with ``citation``, ``higher_is_better`` (per column where a metric
+    writes several), ``requirements`` of the data, ``columns``, ``params`` (defaults; ``required_params`` have
+    none), ``default`` (runs when no metrics are named) and the ``inputs`` of ``update``."""
+    out = {}
+    for name in METRICS:
+        cls = METRICS.get(name)
+        cols = cls.columns
+        init = inspect.signature(cls.__init__).parameters.values()
+        out[name] = {**METRICS.info(name),
+                     "higher_is_better": cols[0].higher_is_better if len(cols) == 1
+                     else {c.name: c.higher_is_better for c in cols},
+                     "requirements": sorted(cls.requires), "columns": [c.name for c in cols],
+                     "params": cls.default_params(),
+                     "required_params": [p.name for p in init if p.kind is inspect.Parameter.KEYWORD_ONLY
+                                         and p.default is inspect.Parameter.empty],
+                     "default": cls.default,
+                     "inputs": [p for p in inspect.signature(cls.update).parameters if p != "self"]}
+    return out
 
 
 def get_metric(name: str) -> type[Metric]:
     """The metric class registered as ``name``; unknown names raise ``KeyError`` with close matches."""
     return METRICS.get(name)
+
+
+def register_metric(name: str, *, citation: str) -> Callable[[MetricClass], MetricClass]:
+    """Class decorator: register a :class:`Metric` under ``name`` with its citation. A metric that declares no
+    ``columns`` writes one column named after it."""
+
+    def decorator(cls: MetricClass) -> MetricClass:
+        cls.name = name
+        cols = cls.__dict__.get("columns") or (Column(name, higher_is_better=cls.higher_is_better,
+                                                      display=cls.display),)
+        cls.columns = tuple(replace(c, metric=name) for c in cols)
+        METRICS.add(name, cls, citation=citation)
+        return cls
+
+    return decorator
+
+
+@dataclass(frozen=True)
+class Column:
+    """One reported quantity of a metric: the metric run with ``fixed`` extra parameters.
+
+    Attributes:
+        name: the column's name in the summary and the per-image table.
+        fixed: parameters the runner sets for this column (the user may not).
+        higher_is_better: direction, ``None`` where the ideal is a target value.
+        display: ``MetricResult.summary`` keys shown as dataset-level numbers in ``summary.md``.
+        per_image: name of the per-image table field, if not ``name``.
+        metric: registry name of the metric (set on registration).
+    """
+
+    name: str
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    higher_is_better: bool | None = None
+    display: tuple[str, ...] = ()
+    per_image: str | None = None
+    metric: str = ""
+
+    @property
+    def field_name(self) -> str:
+        """The per-image table field of this column."""
+        return self.per_image or self.name
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A figure ``curves/<name>.png`` of mean curves: one panel per column, one line per method."""
+
+    name: str
+    columns: tuple[str, ...]
+    xlabel: str
+    ylabel: str
+
+
+class NotApplicable(Exception):
+    """Raised by ``Metric.update_from`` where the method's explanations cannot be scored; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +141,9 @@ class MetricResult:
         per_image: further per-image pieces keyed by name (first axis N).
         forward_passes: model forward passes on single images (images × perturbed copies); 0 for metrics
             that only read maps.
-        params: the metric's parameters as given.
+        params: the metric's parameters (defaults filled in).
+        ideal: the ideal value where ``higher_is_better`` is ``None`` and there is one (1 for a ratio).
+        curve_labels: names of the curve steps, where they have names.
     """
 
     name: str
@@ -69,6 +159,8 @@ class MetricResult:
     per_image: dict[str, Tensor] = field(default_factory=dict)
     forward_passes: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    ideal: float | None = None
+    curve_labels: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,28 +187,86 @@ CHANNEL_STD = Check(lambda v: _is_channel_stats(v) and all(c > 0 for c in v),
                     "a tuple of positive floats, one per channel")
 
 
-class Metric:
-    """Base class: keyword parameters validated against ``param_constraints``, list states, ``reset``.
+class Metric(Parameterized):
+    """Base class: keyword parameters (``xvit.params.Parameterized``), list states, ``reset``, run declarations.
 
-    Subclasses set ``name``, ``higher_is_better`` and ``param_constraints``, call ``_append`` in ``update``
-    and build their result with ``_result`` in ``compute``. Subclasses with accumulated state beyond the
-    appended pieces and ``forward_passes`` extend :meth:`state_dict` and :meth:`merge_state`.
+    Subclasses set ``higher_is_better`` and ``param_constraints``, call ``_append`` in ``update`` and build their
+    result with ``_result`` in ``compute``; :func:`register_metric` sets ``name``. Subclasses with accumulated
+    state beyond the appended pieces and ``forward_passes`` extend :meth:`state_dict` and :meth:`merge_state`.
+    Parameters read as attributes (``self.tol``).
+
+    What the evaluation runner reads (class attributes and hooks; the defaults suit a metric of the maps):
+
+    * ``columns``: the :class:`Column` s it writes (default: one, named after the metric, with ``display``),
+    * ``requires``: what it needs of the data, keys of :data:`REQUIREMENTS`,
+    * ``plots``: its curve figures; ``default``: whether it runs when no metrics are named,
+    * ``run_params``: parameters :meth:`from_run` sets that the user may not,
+    * ``probe_cost``: the runner warms the method up and probes peak memory around the explanation call,
+    * :meth:`from_run`, :meth:`update_from`, :meth:`image_limit`, :meth:`unsupported`, :meth:`run_notes`,
+      :meth:`passes_per_image` and :meth:`format_cell`.
     """
 
     name: ClassVar[str]
-    higher_is_better: ClassVar[bool | None]
-    param_constraints: ClassVar[dict[str, Any]]
+    higher_is_better: ClassVar[bool | None] = None
+    columns: ClassVar[tuple[Column, ...]] = ()
+    requires: ClassVar[frozenset[str]] = frozenset()
+    plots: ClassVar[tuple[Plot, ...]] = ()
+    display: ClassVar[tuple[str, ...]] = ()
+    default: ClassVar[bool] = True
+    run_params: ClassVar[frozenset[str]] = frozenset()
+    probe_cost: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
-        validate_params(self.name, params, self.param_constraints)
-        self._params = dict(params)
-        for key, value in params.items():
-            setattr(self, key, value)
+        super().__init__(**params)
         self.reset()
 
-    def get_params(self) -> dict[str, Any]:
-        """The parameters exactly as given to ``__init__``."""
-        return dict(self._params)
+    def __getattr__(self, key: str) -> Any:
+        params = self.__dict__.get("params")
+        if params is not None and key in params:
+            return params[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    # ------------------------------------------------------------------------------------------ runner hooks
+
+    @classmethod
+    def from_run(cls, context: RunContext, params: Mapping[str, Any]) -> Metric:
+        """The metric for one method of a run: the user's ``params`` (column ones included) completed from the
+        run's settings (normalisation, batch sizes, seed, ...)."""
+        return cls(**params)
+
+    def update_from(self, inp: MetricInput) -> None:
+        """Update with one chunk of the run; raise :class:`NotApplicable` where the method cannot be scored."""
+        raise NotImplementedError(f"{self.name} cannot be fed by the evaluation runner (no update_from).")
+
+    @classmethod
+    def image_limit(cls, options: Mapping[str, Any]) -> int | None:
+        """Score only the first images of the run (``None``: all)."""
+        return None
+
+    @classmethod
+    def unsupported(cls, model: nn.Module, params: Mapping[str, Any]) -> str | None:
+        """Why the metric cannot run on ``model`` with the user's ``params``, or ``None``."""
+        return None
+
+    @classmethod
+    def run_notes(cls, available: frozenset[str], data_info: Mapping[str, Any]) -> list[str]:
+        """Notes on how the data set's ``available`` requirements and ``info`` affect this metric."""
+        return []
+
+    def passes_per_image(self, result: MetricResult) -> tuple[float, str]:
+        """Model passes per image of this evaluation and their unit (``"forward"`` or ``"explanations"``)."""
+        n = result.scores.numel()
+        return (result.forward_passes / n if n else 0.0), "forward"
+
+    @classmethod
+    def format_cell(cls, row: Mapping[str, Any]) -> str:
+        """The ``summary.md`` cell of a summary row: mean ± half-width of the 95 % interval."""
+        mean, low, high = row["mean"], row["ci95_low"], row["ci95_high"]
+        if low is None or high is None:
+            return format_number(mean)
+        return f"{format_number(mean)} ± {format_number((high - low) / 2)}"
+
+    # ---------------------------------------------------------------------------------------------- state
 
     def reset(self) -> None:
         """Forget everything accumulated by ``update``."""
@@ -160,6 +310,14 @@ class Metric:
                             scores=scores, mean=stats["mean"], ci95=(stats["low"], stats["high"]),
                             n=stats["n"], higher_is_better=hib, forward_passes=self._forward_passes,
                             params=self.get_params(), **fields)
+
+
+def format_number(v: float | None) -> str:
+    """A number for a Markdown table: three significant digits, ``–`` for missing or non-finite values."""
+    if v is None or not math.isfinite(v):
+        return "–"
+    a = abs(v)
+    return f"{v:.1f}" if a >= 100 else f"{v:.2f}" if a >= 10 else f"{v:.3f}" if a >= 0.01 or a == 0 else f"{v:.2e}"
 
 
 def summarize(scores: Tensor) -> dict[str, Any]:
@@ -207,67 +365,3 @@ def check_classes(t: Tensor, batch: int, name: str) -> None:
 def param_error(owner: str, name: str, message: str) -> InvalidParameterError:
     return InvalidParameterError(f"The {name!r} parameter of {owner} {message}")
 
-
-# ----------------------------------------------------------------------------------------------- maths
-
-
-def pixel_ranks(maps: Tensor) -> Tensor:
-    """Rank of every pixel, 0 for the most relevant: stable sort on (−value, flat index) (evaluation.md §0).
-
-    Args:
-        maps: ``(B, H, W)``.
-
-    Returns:
-        ``(B, H·W)`` long tensor; pixel ``p`` of image ``b`` is removed in a state that removes ``n`` pixels
-        iff ``ranks[b, p] < n``.
-    """
-    order = torch.sort(-maps.flatten(1), dim=1, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return ranks
-
-
-@torch.no_grad()
-def perturbed_outputs(model: Callable[[Tensor], Any], x: Tensor, ranks: Tensor, counts: Tensor,
-                      changed: Tensor, kept: Tensor, reduce: Callable[[Tensor, Tensor], Tensor],
-                      batch_size: int) -> Tensor:
-    """Score every image in every perturbation state, with all states stacked along the batch axis.
-
-    State ``k`` of image ``b`` takes the ``counts[k]`` top-ranked pixels (all channels) from ``changed[b]``
-    and the others from ``kept[b]``. The ``B·S`` states are built and classified chunk by chunk,
-    ``batch_size`` at a time, so memory stays bounded.
-
-    Args:
-        model: callable returning logits for a normalised batch.
-        x: ``(B, C, H, W)`` images (for shape and device).
-        ranks: ``(B, H·W)`` from :func:`pixel_ranks`.
-        counts: ``(S,)`` number of changed pixels per state.
-        changed, kept: ``(B, C, H, W)`` sources (expanded views are fine).
-        reduce: ``reduce(logits, image_index) -> (chunk, ...)``, applied to each chunk's logits.
-        batch_size: images per forward pass.
-
-    Returns:
-        ``(B, S, ...)`` stacked outputs of ``reduce``.
-    """
-    b, _, h, w = x.shape
-    s = counts.numel()
-    counts = counts.to(ranks.device)
-    outputs = []
-    for start in range(0, b * s, batch_size):  # loop over chunks of stacked copies, not over images
-        flat = torch.arange(start, min(start + batch_size, b * s), device=x.device)
-        img, step = flat // s, flat % s
-        mask = (ranks[img] < counts[step, None]).view(-1, 1, h, w)
-        states = torch.where(mask, changed[img], kept[img])
-        outputs.append(reduce(unwrap_logits(model(states)), img))
-    out = torch.cat(outputs)
-    return out.view(b, s, *out.shape[1:])
-
-
-def black_value(mean: tuple[float, ...], std: tuple[float, ...], like: Tensor) -> Tensor:
-    """Normalised value of a black pixel, ``(0 − mean) / std`` per channel, shaped ``(1, C, 1, 1)``."""
-    if len(mean) != like.shape[1] or len(std) != like.shape[1]:
-        raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries but the images have {like.shape[1]} "
-                         "channels; pass the checkpoint's per-channel normalisation.")
-    m = torch.tensor(mean, dtype=like.dtype, device=like.device)
-    sd = torch.tensor(std, dtype=like.dtype, device=like.device)
-    return (-m / sd).view(1, -1, 1, 1)

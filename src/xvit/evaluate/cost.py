@@ -1,4 +1,4 @@
-"""Wall-clock time and peak memory of a callable, per image (for the cost columns of an evaluation run).
+"""Wall-clock time and peak memory of a callable, per image, and the ``cost`` metric of an evaluation run.
 
 What is measured:
 
@@ -10,21 +10,26 @@ What is measured:
   sampled from ``/proc/self/statm`` by a background thread every ``sample_interval`` seconds. Spikes shorter
   than the interval can be missed, and memory the allocator kept from earlier calls and reuses is not counted,
   so this is a lower bound. ``None`` where ``/proc`` is unavailable (not Linux).
+
+The ``cost`` metric (:class:`ExplanationCost`) is fed the run's own measurement of each explanation call.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from xvit.evaluate.base import Column, Metric, MetricResult, register_metric, summarize
+from xvit.evaluate.inputs import MetricInput
 from xvit.utils.memory import PeakMemory
 
-__all__ = ["Cost", "measure_cost"]
+__all__ = ["Cost", "ExplanationCost", "measure_cost"]
 
 @dataclass(frozen=True)
 class Cost:
@@ -81,3 +86,78 @@ def measure_cost(fn: Callable[[], Any], n_images: int, *, device: str | torch.de
     seconds = statistics.median(times)
     return Cost(seconds=seconds, seconds_per_image=seconds / n_images,
                 peak_memory_bytes=max(peaks) if peaks else None, memory_kind=kind, device=str(dev))
+
+
+@register_metric("cost", citation="xvit: wall-clock time and peak memory of the run's explanation calls "
+                 "(xvit.evaluate.measure_cost)")
+class ExplanationCost(Metric):
+    """Time per image and peak memory of the explanation calls of an evaluation run.
+
+    Fed the run's measurement of each chunk's explanation call (one unmeasured warm-up call per method comes
+    first, ``probe_cost``) and of the clean forward pass over the same images. The per-image score is the
+    chunk's seconds divided by its images.
+
+    ``compute()``: ``value`` = mean seconds per image; ``summary`` has ``seconds_per_image``,
+    ``forward_seconds_per_image``, ``relative_to_forward`` (the ratio of the two), ``peak_memory_bytes`` (largest
+    over the chunks, ``None`` where not measurable), ``memory_kind`` and ``device``.
+    """
+
+    higher_is_better = False
+    param_constraints: dict[str, Any] = {}
+    columns = (Column("cost", higher_is_better=False, display=("relative_to_forward", "peak_memory_bytes"),
+                      per_image="cost_seconds"),)
+    probe_cost = True
+
+    def reset(self) -> None:
+        super().reset()
+        self._memory_kind: str | None = None
+        self._device: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state plus ``memory_kind`` and ``device`` of the first measurement."""
+        return {**super().state_dict(), "memory_kind": self._memory_kind, "device": self._device}
+
+    def merge_state(self, state: Mapping[str, Any]) -> None:
+        """As :meth:`Metric.merge_state`; the first memory kind and device seen are kept."""
+        super().merge_state(state)
+        if self._memory_kind is None:
+            self._memory_kind, self._device = state["memory_kind"], state["device"]
+
+    def update(self, seconds: float, n_images: int, forward_seconds: float, peak_memory_bytes: int | None = None,
+               memory_kind: str = "unavailable", device: str = "cpu") -> None:
+        """Add one measured call.
+
+        Args:
+            seconds: wall-clock seconds of the explanation call for ``n_images`` images.
+            n_images: images of the call.
+            forward_seconds: seconds of a plain forward pass over the same images.
+            peak_memory_bytes: peak additional memory of the call, or ``None``.
+            memory_kind, device: as in :class:`Cost`.
+        """
+        self._append(seconds=torch.full((n_images,), seconds / n_images),
+                     forward_seconds=torch.tensor([forward_seconds], dtype=torch.float64),
+                     peak_memory_bytes=torch.tensor([-1 if peak_memory_bytes is None else peak_memory_bytes],
+                                                    dtype=torch.long))
+        if self._memory_kind is None:
+            self._memory_kind, self._device = memory_kind, device
+
+    def update_from(self, inp: MetricInput) -> None:
+        """The chunk's explanation call and clean forward pass."""
+        self.update(inp.timing.seconds, inp.x.shape[0], inp.forward_timing.seconds, inp.timing.peak_memory_bytes,
+                    inp.timing.memory_kind, str(inp.x.device))
+
+    def compute(self) -> MetricResult:
+        seconds = self._cat("seconds").cpu()
+        forward = float(self._cat("forward_seconds").sum()) / seconds.numel()
+        peaks = self._cat("peak_memory_bytes")
+        peaks = peaks[peaks >= 0]
+        mean = summarize(seconds)["mean"]
+        summary = {"seconds_per_image": mean, "forward_seconds_per_image": forward,
+                   "relative_to_forward": mean / forward if forward > 0 else math.nan,
+                   "peak_memory_bytes": int(peaks.max()) if peaks.numel() else None,
+                   "memory_kind": self._memory_kind, "device": self._device}
+        return self._result(seconds, summary=summary)
+
+    @classmethod
+    def format_cell(cls, row: Mapping[str, Any]) -> str:
+        return f"{1000 * row['mean']:.3g} ms/img" if row["mean"] is not None else "–"

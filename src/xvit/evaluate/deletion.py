@@ -18,19 +18,19 @@ from torch import Tensor
 from xvit.evaluate.base import (
     CHANNEL_MEAN,
     CHANNEL_STD,
-    METRICS,
+    Column,
     Metric,
     MetricResult,
-    black_value,
+    Plot,
     check_classes,
     check_images,
     check_maps,
     param_error,
-    perturbed_outputs,
-    pixel_ranks,
+    register_metric,
 )
+from xvit.evaluate.inputs import MetricInput, RunContext
 from xvit.params import Interval, Nullable, Options
-from xvit.utils.filters import gaussian_blur
+from xvit.perturb import Black, Blur, MeanColour, RankMasks, Substrate, score
 
 __all__ = ["DeletionInsertion", "deletion_insertion"]
 
@@ -41,10 +41,8 @@ _PRESETS = {
 }
 
 
-@METRICS.register("deletion_insertion", higher_is_better={"deletion": False, "insertion": True},
-                  inputs=("model", "x", "maps", "targets"),
-                  paper="Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box "
-                        "Models, BMVC 2018, arXiv:1806.07421")
+@register_metric("deletion_insertion", citation="Petsiuk et al., RISE: Randomized Input Sampling for Explanation "
+                 "of Black-box Models, BMVC 2018, arXiv:1806.07421")
 class DeletionInsertion(Metric):
     """Deletion or insertion curve and its AUC (Petsiuk et al. 2018, arXiv:1806.07421; evaluation.md §2).
 
@@ -78,8 +76,11 @@ class DeletionInsertion(Metric):
     ``curve_x = k/n``.
     """
 
-    name = "deletion_insertion"
     higher_is_better = None  # set per mode
+    columns = (Column("deletion", {"mode": "deletion"}, higher_is_better=False),
+               Column("insertion", {"mode": "insertion"}, higher_is_better=True))
+    plots = (Plot("deletion_insertion", ("deletion", "insertion"), "fraction of pixels changed",
+                  "probability of the class"),)
     param_constraints = {
         "mode": Options(("deletion", "insertion")),
         "preset": Options(("rise", "tis")),
@@ -103,6 +104,21 @@ class DeletionInsertion(Metric):
         if self._substrate == "black" and (mean is None or std is None):
             raise param_error(self.name, "mean", "and 'std' are needed by substrate='black'. Pass the "
                               "checkpoint's normalisation.")
+
+    @classmethod
+    def from_run(cls, context: RunContext, params: Mapping[str, Any]) -> DeletionInsertion:
+        """The run's normalisation and forward batch size; its ``deletion_insertion_steps`` unless the user gives
+        ``steps`` or ``pixels_per_step``."""
+        params = {"batch_size": context.options["forward_batch_size"], "mean": context.mean, "std": context.std,
+                  **params}
+        steps = context.options["deletion_insertion_steps"]
+        if steps is not None and "pixels_per_step" not in params and "steps" not in params:
+            params["steps"] = steps
+        return cls(**params)
+
+    def update_from(self, inp: MetricInput) -> None:
+        """The run's maps and explained classes."""
+        self.update(inp.model, inp.x, inp.maps, inp.targets)
 
     def reset(self) -> None:
         super().reset()
@@ -133,17 +149,17 @@ class DeletionInsertion(Metric):
         """Model forward passes per image: the number of scored states for ``height × width`` images."""
         return self._counts(height * width)[0].numel()
 
-    def _substrate_of(self, x: Tensor) -> Tensor:
+    def _substrate_of(self, x: Tensor) -> Substrate:
         if self._substrate == "blur" and self.preset == "tis":
             if min(x.shape[2:]) <= 5:
                 raise ValueError(f"The tis blur pads by reflection and needs images larger than 5 px; got "
                                  f"{tuple(x.shape[2:])}. Use substrate='mean' or preset='rise'.")
-            return gaussian_blur(x, 11, 5.0, kernel="truncated", padding="reflect")
+            return Blur(11, 5.0, kernel="truncated", padding="reflect")
         if self._substrate == "blur":
-            return gaussian_blur(x, 11, 5.0, kernel="folded", padding="zeros")
+            return Blur(11, 5.0, kernel="folded", padding="zeros")
         if self._substrate == "mean":
-            return torch.zeros_like(x)
-        return black_value(self.mean, self.std, x).expand_as(x)
+            return MeanColour()
+        return Black(self.mean, self.std)
 
     def update(self, model: Any, x: Tensor, maps: Tensor, targets: Tensor) -> None:
         """Score one batch along the deletion or insertion path.
@@ -163,16 +179,10 @@ class DeletionInsertion(Metric):
             raise ValueError(f"{self.name}: this batch has {curve_x.numel()} states but earlier batches had "
                              f"{self._curve_x.numel()}; accumulate images of one size, or fix 'steps'.")
         self._curve_x = curve_x
-        substrate = self._substrate_of(x)
-        maps = maps.to(x.device)
-        changed, kept = (substrate, x) if self.mode == "deletion" else (x, substrate)
-        targets = targets.to(x.device)
-
-        def prob_of_target(logits: Tensor, img: Tensor) -> Tensor:
-            return logits.float().softmax(1).gather(1, targets[img, None])[:, 0]
-
-        probs = perturbed_outputs(model, x, pixel_ranks(maps), counts, changed, kept, prob_of_target,
-                                  self.batch_size)
+        # State k hides the k·s top-ranked pixels (deletion) or shows only them (insertion).
+        states = RankMasks.from_scores(maps.to(x.device), counts, reveal=self.mode == "insertion")
+        probs = score(model, x, states, targets[:, None], substrate=self._substrate_of(x), readout="softmax",
+                      batch_size=self.batch_size)[..., 0]
         self._forward_passes += probs.numel()
         self._append(probs=probs)
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,14 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xvit.evaluate.base import (
-    METRICS,
     Metric,
     MetricResult,
     check_classes,
     check_maps,
     check_masks,
+    register_metric,
     summarize,
 )
+from xvit.evaluate.inputs import MetricInput, energy_maps
 from xvit.params import Interval, Nullable, Options
 from xvit.utils.maps import normalise_maps
 
@@ -48,9 +50,8 @@ def _energy(maps: Tensor, normalise: bool) -> Tensor:
     return normalise_maps(m, 1) if normalise else m
 
 
-@METRICS.register("pointing_game", higher_is_better=True, inputs=("maps", "masks", "targets"),
-                  paper="Zhang et al., Top-down Neural Attention by Excitation Backprop, ECCV 2016, "
-                        "arXiv:1608.00507")
+@register_metric("pointing_game", citation="Zhang et al., Top-down Neural Attention by Excitation Backprop, "
+                 "ECCV 2016, arXiv:1608.00507")
 class PointingGame(Metric):
     """Pointing game (Zhang et al. 2016, arXiv:1608.00507; TorchRay ``pointing_game.py``; evaluation.md §4).
 
@@ -69,8 +70,9 @@ class PointingGame(Metric):
     ``class_mean``, ``image_mean`` and ``excluded``; ``per_image["classes"]``.
     """
 
-    name = "pointing_game"
     higher_is_better = True
+    requires = frozenset({"masks"})
+    display = ("class_mean", "excluded")
     param_constraints = {
         "tol": Interval(0, None),
         "max_overlap": Nullable(Interval(0, 1, closed="right")),
@@ -103,6 +105,10 @@ class PointingGame(Metric):
         hits[_excluded(masks, self.max_overlap)] = math.nan
         self._append(hits=hits, classes=targets.to(maps.device))
 
+    def update_from(self, inp: MetricInput) -> None:
+        """The run's maps against the mask of the explained class."""
+        self.update(inp.maps, inp.masks, inp.targets)
+
     def compute(self) -> MetricResult:
         hits, classes = self._cat("hits").cpu(), self._cat("classes").cpu()
         valid = torch.isfinite(hits)
@@ -115,8 +121,7 @@ class PointingGame(Metric):
         return self._result(hits, value=class_mean, summary=summary, per_image={"classes": classes})
 
 
-@METRICS.register("energy_pointing_game", higher_is_better=True, inputs=("maps", "masks"),
-                  paper="Wang et al., Score-CAM, CVPR Workshops 2020, arXiv:1910.01279")
+@register_metric("energy_pointing_game", citation="Wang et al., Score-CAM, CVPR Workshops 2020, arXiv:1910.01279")
 class EnergyPointingGame(Metric):
     """Energy-based pointing game (Wang et al., Score-CAM, 2020, arXiv:1910.01279; evaluation.md §4).
 
@@ -131,8 +136,8 @@ class EnergyPointingGame(Metric):
     ``compute()``: ``value`` = ``scores.mean()`` over included images.
     """
 
-    name = "energy_pointing_game"
     higher_is_better = True
+    requires = frozenset({"masks"})
     param_constraints = {
         "normalise": Options((True, False)),
         "max_overlap": Nullable(Interval(0, 1, closed="right")),
@@ -152,13 +157,17 @@ class EnergyPointingGame(Metric):
         e[_excluded(masks, self.max_overlap) | (total == 0)] = math.nan
         self._append(energy=e)
 
+    def update_from(self, inp: MetricInput) -> None:
+        """``|raw|`` of signed methods (see :func:`~xvit.evaluate.inputs.energy_maps`) against the mask of the
+        explained class."""
+        self.update(energy_maps(inp.explanation, "abs")[:, 0], inp.masks)
+
     def compute(self) -> MetricResult:
         return self._result(self._cat("energy").cpu())
 
 
-@METRICS.register("class_sensitivity", higher_is_better=True,
-                  inputs=("maps_a", "maps_b", "masks_a", "masks_b"),
-                  paper="xvit: energy of the map of class A on object A versus on object B, both directions")
+@register_metric("class_sensitivity",
+                 citation="xvit: energy of the map of class A on object A versus on object B, both directions")
 class ClassSensitivity(Metric):
     """Class sensitivity on images showing two objects A and B of different classes.
 
@@ -171,8 +180,8 @@ class ClassSensitivity(Metric):
         normalise: min-max normalise ``|map|`` per image first.
     """
 
-    name = "class_sensitivity"
     higher_is_better = True
+    requires = frozenset({"pairs"})
     param_constraints = {"normalise": Options((True, False))}
 
     def __init__(self, *, normalise: bool = True) -> None:
@@ -195,14 +204,18 @@ class ClassSensitivity(Metric):
         score_a, score_b = own_a / (own_a + other_a), own_b / (own_b + other_b)
         self._append(score=(score_a + score_b) / 2, score_a=score_a, score_b=score_b)
 
+    def update_from(self, inp: MetricInput) -> None:
+        """The positive part of ``raw`` of signed methods for both labelled classes against both objects."""
+        maps = energy_maps(inp.pair_explanation, "positive")
+        self.update(maps[:, 0], maps[:, 1], inp.object_masks[:, 0], inp.object_masks[:, 1])
+
     def compute(self) -> MetricResult:
         per_image = {"score_a": self._cat("score_a").cpu(), "score_b": self._cat("score_b").cpu()}
         return self._result(self._cat("score").cpu(), per_image=per_image)
 
 
-@METRICS.register("marker_share", higher_is_better=None, inputs=("maps", "marker_masks", "targets"),
-                  paper="xvit: energy pointing game (Wang et al., Score-CAM, arXiv:1910.01279) on a known spurious "
-                        "marker, the known-spurious-artifact setting of Adebayo et al., ICLR 2022")
+@register_metric("marker_share", citation="xvit: energy pointing game (Wang et al., Score-CAM, arXiv:1910.01279) "
+                 "on a known spurious marker, the known-spurious-artifact setting of Adebayo et al., ICLR 2022")
 class MarkerShare(Metric):
     """Share of a map's energy on a spurious marker (the spurious-marker audit of xvit-shapes ``spurious``).
 
@@ -227,8 +240,11 @@ class MarkerShare(Metric):
     (NaN without a marker) and ``per_image["targets"]``.
     """
 
-    name = "marker_share"
     higher_is_better = None
+    requires = frozenset({"markers"})
+    display = ("chance", "lift", "shortcut_share", "shortcut_ci95", "shortcut_n", "other_share", "other_ci95",
+               "other_n")
+    default = False  # an audit of xvit-shapes spurious data: runs only when named
     param_constraints = {
         "normalise": Options((True, False)),
         "shortcut_class": Interval(0, None, integer=True),
@@ -257,6 +273,16 @@ class MarkerShare(Metric):
         share[absent | (total == 0)] = math.nan
         chance[absent] = math.nan
         self._append(share=share, chance=chance, targets=targets.to(maps.device))
+
+    @classmethod
+    def run_notes(cls, available: frozenset[str], data_info: Mapping[str, Any]) -> list[str]:
+        if data_info.get("marker") == "none":
+            return ["marker_share: marker=none puts no marker on any image, so every image is excluded."]
+        return []
+
+    def update_from(self, inp: MetricInput) -> None:
+        """``|raw|`` of signed methods (see :func:`~xvit.evaluate.inputs.energy_maps`) against the markers."""
+        self.update(energy_maps(inp.explanation, "abs")[:, 0], inp.markers, inp.targets)
 
     def compute(self) -> MetricResult:
         share, chance, targets = self._cat("share").cpu(), self._cat("chance").cpu(), self._cat("targets").cpu()

@@ -1,54 +1,69 @@
-"""Tables and files of an evaluation run: summary and per-image rows, ``summary.md``, ``summary.json``,
-``per_image.csv``/``.parquet``, ``curves/*.png`` and ``provenance.json``."""
+"""Tables and files of an evaluation run: :class:`EvaluationResult`, summary and per-image rows, ``summary.md``,
+``summary.json``, ``per_image.csv``/``.parquet``, ``curves/*.png`` and ``provenance.json``.
+
+What is shown for a column (direction, cell text, dataset-level numbers, curve figures) comes from the metric's
+declarations (:class:`~xvit.evaluate.base.Metric`), looked up in the registry.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from xvit.evaluate.base import MetricResult
+from xvit.evaluate.base import Column, Metric, MetricResult, Plot, format_number, get_metric
+from xvit.evaluate.plan import Plan
 from xvit.utils.jsonable import jsonable
 
-if TYPE_CHECKING:
-    from xvit.evaluate.columns import Column
-    from xvit.evaluate.plan import Plan
-    from xvit.evaluate.runner import EvaluationResult
+__all__ = ["EvaluationResult", "markdown", "per_image_rows", "skipped_row", "summary_row", "write_outputs"]
 
-__all__ = ["markdown", "per_image_rows", "skipped_row", "summary_row", "write_outputs"]
 
-# Figure name -> (columns drawn side by side, x label, y label).
-_PLOTS = {
-    "perturbation": (("perturbation_pos", "perturbation_neg"), "fraction of pixels removed", "top-1 accuracy"),
-    "deletion_insertion": (("deletion", "insertion"), "fraction of pixels changed", "probability of the class"),
-    "randomization": (("randomization",), "units randomised (output → input)", "Spearman similarity of |map|"),
-}
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`xvit.evaluate.evaluate` returns.
+
+    Attributes:
+        summary: one row per method × column (``perturbation_pos``, ``perturbation_neg``, ``deletion``,
+            ``insertion``, ``segmentation``, …, ``cost``) with ``mean``, ``ci95_low``, ``ci95_high``, ``n``,
+            ``value`` (the metric's headline number), ``direction``, ``passes_per_image`` and
+            ``details`` (dataset-level numbers); skipped pairs have ``status="skipped"`` and a ``note``.
+        per_image: one row per method × image: id, label, predicted and explained class, one score per column.
+        results: ``results[method][column]`` is the :class:`MetricResult` over all images.
+        notes: what was skipped or substituted, and why.
+        provenance: versions, seeds, model, data, parameters, timings (as written to ``provenance.json``).
+        out_dir: where the files were written, or ``None``.
+    """
+
+    summary: list[dict[str, Any]]
+    per_image: list[dict[str, Any]]
+    results: dict[str, dict[str, MetricResult]]
+    notes: list[str]
+    provenance: dict[str, Any]
+    out_dir: Path | None = None
+
+    def to_markdown(self) -> str:
+        """The summary as Markdown (the content of ``summary.md``)."""
+        return markdown(self.summary, self.notes, self.provenance)
 
 
 # ------------------------------------------------------------------------------------------------- rows
 
 
-def summary_row(method: str, col: Column, res: MetricResult, seconds: float | None) -> dict[str, Any]:
+def summary_row(method: str, col: Column, metric: Metric, res: MetricResult, seconds: float | None
+                ) -> dict[str, Any]:
     """The summary row of one method × column: statistics, direction, passes per image and details."""
-    details = {k: v for k, v in res.summary.items() if k != "units"}
-    passes = res.forward_passes / res.n if res.n else 0.0
-    unit = "forward"
-    if col.metric == "randomization":
-        passes = len(res.summary.get("units", [])) + 1  # a_0 and one map per randomised unit, for every image
-        unit = "explanations"
-        details["units"] = res.summary.get("units")
-    elif col.metric in ("perturbation", "deletion_insertion") and res.scores.numel():
-        passes = res.forward_passes / res.scores.numel()
+    passes, unit = metric.passes_per_image(res)
     return {"method": method, "metric": col.metric, "column": col.name, "status": "ok",
             "direction": _direction(res), "value": _num(res.value), "mean": _num(res.mean),
             "ci95_low": _num(res.ci95[0]), "ci95_high": _num(res.ci95[1]), "n": res.n,
             "passes_per_image": passes, "passes_unit": unit if passes else None,
-            "seconds": seconds, "details": jsonable(details), "note": None}
+            "seconds": seconds, "details": jsonable(res.summary), "note": None}
 
 
 def skipped_row(method: str, col: Column, reason: str) -> dict[str, Any]:
@@ -59,8 +74,8 @@ def skipped_row(method: str, col: Column, reason: str) -> dict[str, Any]:
 
 
 def _direction(res: MetricResult) -> str:
-    if res.name == "conservation" and res.summary.get("quantity") == "ratio":
-        return "→1"
+    if res.ideal is not None:
+        return f"→{res.ideal:g}"
     return {True: "↑", False: "↓"}.get(res.higher_is_better, "")
 
 
@@ -88,8 +103,7 @@ def per_image_rows(plan: Plan, chunks: list[tuple[int, int]], units: dict[tuple[
                    "probability": float(cat["probability"][i])}
             for col in plan.columns:
                 s = scores_by[m].get(col.name)
-                name = "cost_seconds" if col.metric == "cost" else col.name
-                row[name] = None if s is None or not math.isfinite(float(s[i])) else float(s[i])
+                row[col.field_name] = None if s is None or not math.isfinite(float(s[i])) else float(s[i])
             rows.append(row)
     return rows
 
@@ -116,7 +130,7 @@ def write_outputs(result: EvaluationResult, plan: Plan, out_dir: Path) -> None:
          "model": plan.model_info.get("spec"), "data": plan.data.spec, "n_images": len(plan.data),
          "class_explained": plan.options["class_explained"]}), indent=1, ensure_ascii=False) + "\n")
     (out_dir / "summary.md").write_text(result.to_markdown())
-    _write_plots(curves, out_dir / "curves")
+    _write_plots(curves, _plots(plan), out_dir / "curves")
     (out_dir / "provenance.json").write_text(json.dumps(result.provenance, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -128,14 +142,20 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
-def _write_plots(curves: dict[str, dict[str, dict[str, Any]]], folder: Path) -> None:
-    """One PNG per entry of ``_PLOTS`` that has curves, a panel per column and a line per method."""
+def _plots(plan: Plan) -> list[Plot]:
+    """The figures the run's metrics declare, once each, in column order."""
+    return list({p.name: p for m in dict.fromkeys(c.metric for c in plan.columns) for p in get_metric(m).plots}
+                .values())
+
+
+def _write_plots(curves: dict[str, dict[str, dict[str, Any]]], plots: list[Plot], folder: Path) -> None:
+    """One PNG per plot that has curves, a panel per column and a line per method."""
     from xvit.viz import plot_curves, save_grid
 
-    for name, (cols, xlabel, ylabel) in _PLOTS.items():
-        present = {c: curves[c] for c in cols if c in curves}
+    for plot in plots:
+        present = {c: curves[c] for c in plot.columns if c in curves}
         if present:
-            save_grid(plot_curves(present, xlabel, ylabel), folder / f"{name}.png")
+            save_grid(plot_curves(present, plot.xlabel, plot.ylabel), folder / f"{plot.name}.png")
 
 
 def _mean_curves(result: EvaluationResult) -> dict[str, dict[str, dict[str, Any]]]:
@@ -147,8 +167,8 @@ def _mean_curves(result: EvaluationResult) -> dict[str, dict[str, dict[str, Any]
                 continue
             y = res.curves.double().nanmean(0)
             entry = {"x": res.curve_x.tolist(), "y": y.tolist(), "n": int(res.curves.shape[0])}
-            if name == "randomization":
-                entry["labels"] = list(res.summary.get("units", []))
+            if res.curve_labels is not None:
+                entry["labels"] = list(res.curve_labels)
             out.setdefault(name, {})[method] = entry
     return out
 
@@ -156,23 +176,20 @@ def _mean_curves(result: EvaluationResult) -> dict[str, dict[str, dict[str, Any]
 # --------------------------------------------------------------------------------------------- markdown
 
 
-def _fmt(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "–"
-    a = abs(v)
-    return f"{v:.1f}" if a >= 100 else f"{v:.2f}" if a >= 10 else f"{v:.3f}" if a >= 0.01 or a == 0 else f"{v:.2e}"
-
-
 def _cell(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
         return "n/a"
-    if row["metric"] == "cost":
-        return f"{1000 * row['mean']:.3g} ms/img" if row["mean"] is not None else "–"
-    mean, low, high = row["mean"], row["ci95_low"], row["ci95_high"]
-    text = _fmt(mean) if low is None or high is None else f"{_fmt(mean)} ± {_fmt((high - low) / 2)}"
-    if row["metric"] == "conservation":
-        text += " (Σ R / R_out, →1)" if row["details"].get("quantity") == "ratio" else " (IG gap, ↓)"
-    return text
+    return get_metric(row["metric"]).format_cell(row)
+
+
+def _column(row: dict[str, Any]) -> Column:
+    return next(c for c in get_metric(row["metric"]).columns if c.name == row["column"])
+
+
+def _shown(key: str, v: Any) -> str:
+    if key.endswith("_bytes"):
+        return f"{v / 2**20:.1f} MiB"
+    return format_number(v) if isinstance(v, float) else str(v)
 
 
 def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[str, Any]) -> str:
@@ -198,22 +215,16 @@ def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[s
              "|---|" + "---|" * len(cols)]
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(_cell(by[(m, c)]) for c in cols) + " |")
-    extra_keys = {"perturbation_pos": ("clean_accuracy", "auc_target"), "perturbation_neg": ("auc_target",),
-                  "segmentation": ("pixel_accuracy", "miou", "map"), "pointing_game": ("class_mean", "excluded"),
-                  "marker_share": ("chance", "lift", "shortcut_share", "shortcut_ci95", "shortcut_n",
-                                   "other_share", "other_ci95", "other_n"),
-                  "conservation": ("completeness_pass",),
-                  "cost": ("relative_to_forward", "peak_memory_bytes")}
     extras = []
     for m in methods:
         for c in cols:
             r = by[(m, c)]
-            for k in extra_keys.get(c, ()):
-                v = r["details"].get(k) if r["status"] == "ok" else None
+            if r["status"] != "ok":
+                continue
+            for k in _column(r).display:
+                v = r["details"].get(k)
                 if v is not None:
-                    shown = f"{v / 2**20:.1f} MiB" if k == "peak_memory_bytes" else _fmt(v) if isinstance(
-                        v, float) else str(v)
-                    extras.append(f"| {m} | {c} | {k} | {shown} |")
+                    extras.append(f"| {m} | {c} | {k} | {_shown(k, v)} |")
     if extras:
         lines += ["", "## Dataset-level numbers", "", "| method | column | quantity | value |", "|---|---|---|---|",
                   *extras]

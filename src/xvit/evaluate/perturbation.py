@@ -7,6 +7,7 @@ arXiv:2012.09838; reference hila-chefer/Transformer-Explainability,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,18 +16,19 @@ from torch import Tensor
 from xvit.evaluate.base import (
     CHANNEL_MEAN,
     CHANNEL_STD,
-    METRICS,
     Check,
+    Column,
     Metric,
     MetricResult,
-    black_value,
+    Plot,
     check_classes,
     check_images,
     check_maps,
-    perturbed_outputs,
-    pixel_ranks,
+    register_metric,
 )
+from xvit.evaluate.inputs import MetricInput, RunContext
 from xvit.params import Interval, Options
+from xvit.perturb import Black, RankMasks, score
 
 __all__ = ["Perturbation", "perturbation_curve"]
 
@@ -39,10 +41,8 @@ def _is_fractions(v: Any) -> bool:
             and all(v[i] < v[i + 1] for i in range(len(v) - 1)))
 
 
-@METRICS.register("perturbation", higher_is_better={"positive": False, "negative": True},
-                  inputs=("model", "x", "maps", "labels", "targets"),
-                  paper="Chefer et al., Transformer Interpretability Beyond Attention Visualization, "
-                        "CVPR 2021, arXiv:2012.09838")
+@register_metric("perturbation", citation="Chefer et al., Transformer Interpretability Beyond Attention "
+                 "Visualization, CVPR 2021, arXiv:2012.09838")
 class Perturbation(Metric):
     """Positive/negative perturbation test (Chefer et al. 2021, arXiv:2012.09838; evaluation.md §1).
 
@@ -66,8 +66,12 @@ class Perturbation(Metric):
     ``per_image["curves_target"]`` and ``summary["auc_target"]`` when ``targets`` were given.
     """
 
-    name = "perturbation"
     higher_is_better = None  # set per mode
+    columns = (Column("perturbation_pos", {"mode": "positive"}, higher_is_better=False,
+                      display=("clean_accuracy", "auc_target")),
+               Column("perturbation_neg", {"mode": "negative"}, higher_is_better=True, display=("auc_target",)))
+    plots = (Plot("perturbation", ("perturbation_pos", "perturbation_neg"), "fraction of pixels removed",
+                  "top-1 accuracy"),)
     param_constraints = {
         "mean": CHANNEL_MEAN,
         "std": CHANNEL_STD,
@@ -79,6 +83,23 @@ class Perturbation(Metric):
     def __init__(self, *, mean: tuple[float, ...], std: tuple[float, ...], mode: str = "positive",
                  fractions: tuple[float, ...] = _CHEFER_FRACTIONS, batch_size: int = 64) -> None:
         super().__init__(mean=mean, std=std, mode=mode, fractions=fractions, batch_size=batch_size)
+
+    @classmethod
+    def from_run(cls, context: RunContext, params: Mapping[str, Any]) -> Perturbation:
+        """The run's normalisation and forward batch size."""
+        return cls(**{"mean": context.mean, "std": context.std, "batch_size": context.options["forward_batch_size"],
+                      **params})
+
+    @classmethod
+    def run_notes(cls, available: frozenset[str], data_info: Mapping[str, Any]) -> list[str]:
+        if "labels" in available:
+            return []
+        return ["perturbation: the data set has no labels; accuracy is measured against the clean prediction "
+                "(clean accuracy 1 by construction)."]
+
+    def update_from(self, inp: MetricInput) -> None:
+        """The run's maps against the labels (the clean prediction without labels) and the explained classes."""
+        self.update(inp.model, inp.x, inp.maps, inp.labels, inp.targets)
 
     def forward_passes_per_image(self, height: int, width: int) -> int:
         """Model forward passes per image (clean image plus one per fraction)."""
@@ -104,14 +125,14 @@ class Perturbation(Metric):
         # int(p·HW) with Python floats, exactly as the reference's torch.topk(vis, int(base_size * p)).
         counts = torch.tensor([0] + [int(hw * p) for p in self.fractions], device=x.device)
         maps = maps.to(x.device)
-        ranks = pixel_ranks(maps if self.mode == "positive" else -maps)
-        black = black_value(self.mean, self.std, x).expand_as(x)
-        preds = perturbed_outputs(model, x, ranks, counts, black, x,
-                                  lambda logits, img: logits.argmax(1), self.batch_size)
-        self._forward_passes += preds.numel()
-        self._append(correct=(preds == labels.to(preds.device)[:, None]).float())
+        states = RankMasks.from_scores(maps if self.mode == "positive" else -maps, counts)
+        classes = torch.stack([c.to(x.device) for c in ([labels] if targets is None else [labels, targets])], 1)
+        correct = score(model, x, states, classes, substrate=Black(self.mean, self.std), readout="top1",
+                        batch_size=self.batch_size)
+        self._forward_passes += correct.shape[0] * correct.shape[1]
+        self._append(correct=correct[..., 0])
         if targets is not None:
-            self._append(correct_target=(preds == targets.to(preds.device)[:, None]).float())
+            self._append(correct_target=correct[..., 1])
 
     def compute(self) -> MetricResult:
         xs = torch.tensor((0.0, *self.fractions))

@@ -1,109 +1,91 @@
-"""What an evaluation run will do, checked before any work starts.
+"""The runtime state of an evaluation run, opened from its :class:`~xvit.evaluate.spec.RunSpec` before any work.
 
-:func:`prepare` validates the arguments of :func:`xvit.evaluate.evaluate`, opens the model and the data,
-decides which columns apply to the data set (and why the others are skipped), maps the data set's labels onto
-the model's classes and returns a :class:`Plan`, the run's fixed settings.
+:func:`prepare` opens the model and the data, decides which columns apply to the data set and the model (and
+why the others are skipped) from what each metric declares, maps the data set's labels onto the model's classes
+and returns a :class:`Plan`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from xvit.evaluate.columns import RUNNER_PARAMS, Column, columns_for, make_metric
-from xvit.evaluate.datasets import DataSpecError, EvalDataset, load_dataset
-from xvit.evaluate.provenance import model_info
-from xvit.evaluate.randomization import vit_randomization_units
-from xvit.registry import did_you_mean
+from xvit.adapters import UnsupportedModelError, get_adapter
+from xvit.data.sources import DataSpecError, EvalDataset, load_dataset
+from xvit.evaluate.base import REQUIREMENTS, Column, Metric, get_metric
+from xvit.evaluate.inputs import RunContext
+from xvit.evaluate.spec import RunSpec
+from xvit.explainer import Explainer
+from xvit.models import bundled_model_dir, bundled_models, load_model, preprocessing_for
 from xvit.utils.context import eval_mode
 from xvit.utils.logits import unwrap_logits
 
-__all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "METRIC_NAMES", "Plan", "prepare"]
-
-METRIC_NAMES = ("perturbation", "deletion_insertion", "segmentation", "pointing_game", "energy_pointing_game",
-                "class_sensitivity", "marker_share", "randomization", "conservation", "cost")
-# marker_share is an audit of xvit-shapes spurious data and runs only when named.
-DEFAULT_METRICS = tuple(m for m in METRIC_NAMES if m != "marker_share")
-DEFAULT_METHODS = ("rollout", "transformer_attribution", "attnlrp")
+__all__ = ["Plan", "available_requirements", "model_info", "prepare"]
 
 
 @dataclass
 class Plan:
-    """The settings of one run: model, data, methods, columns and options, all validated."""
+    """A run's spec with its opened model and data, the columns that apply and the resolved parameters."""
 
+    spec: RunSpec
     model: nn.Module
     model_info: dict[str, Any]
     data: EvalDataset
     prep: Any
     device: torch.device
     methods: dict[str, dict[str, Any]]  # name -> full parameters (defaults filled in)
-    method_args: dict[str, dict[str, Any]]  # name -> parameters as given
+    relevance_start: dict[str, str | None]  # name -> the method's declared relevance start
     columns: list[Column]
-    metric_params: dict[str, dict[str, Any]]
     skipped: dict[str, str]  # column -> reason, for every method
     notes: list[str]
     label_map: Tensor | None
     num_classes: int
-    options: dict[str, Any]
+    seeds: dict[str, int]  # metric -> its seed parameter, for metrics that take one
     fingerprints: dict[str, str] = field(default_factory=dict)  # method -> resume fingerprint, set by the run
 
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.spec.options()
 
-def prepare(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[str], metrics: Sequence[str], *,
-            batch_size: int, class_explained: str, seed: int, method_params: Mapping[str, Mapping[str, Any]] | None,
-            metric_params: Mapping[str, Mapping[str, Any]] | None, steps: int | None, forward_batch_size: int,
-            randomization_images: int, max_images: int | None, model_spec: str | None = None) -> Plan:
-    """Check every argument and open model and data, before any work starts."""
-    import xvit
-    from xvit.adapters import UnsupportedModelError, get_adapter
-    from xvit.models import preprocessing_for
+    @property
+    def metric_params(self) -> dict[str, dict[str, Any]]:
+        return {k: dict(v) for k, v in self.spec.metric_params.items()}
 
-    for name, value in (("batch_size", batch_size), ("forward_batch_size", forward_batch_size),
-                        ("randomization_images", randomization_images)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer or None; got {steps!r}.")
-    if class_explained not in ("predicted", "target"):
-        raise ValueError(f"class_explained must be 'predicted' or 'target'; got {class_explained!r}.")
-    if not methods:
-        raise ValueError("No methods given; name at least one (see xvit.methods()).")
-    if not metrics:
-        raise ValueError(f"No metrics given; choose from {', '.join(METRIC_NAMES)}.")
-    registry = xvit.methods()
-    for name in methods:
-        if name not in registry:
-            raise ValueError(f"unknown method {name!r}.{did_you_mean(name, registry)} See xvit.methods() "
-                             "('xvit methods') for the list.")
-    for name in metrics:
-        if name not in METRIC_NAMES:
-            raise ValueError(f"unknown metric {name!r}.{did_you_mean(name, METRIC_NAMES)} Choose from "
-                             f"{', '.join(METRIC_NAMES)}.")
-    methods = list(dict.fromkeys(methods))
-    metrics = list(dict.fromkeys(metrics))
-    method_params = {k: dict(v) for k, v in (method_params or {}).items()}
-    metric_params = {k: dict(v) for k, v in (metric_params or {}).items()}
-    for name in method_params:
-        if name not in methods:
-            raise ValueError(f"parameters were given for method {name!r}, which is not evaluated "
-                             f"(methods: {', '.join(methods)}).")
-    for name, params in metric_params.items():
-        if name not in metrics or name == "cost":
-            raise ValueError(f"parameters were given for metric {name!r}, which is not evaluated or takes none "
-                             f"(metrics: {', '.join(metrics)}).")
-        fixed = RUNNER_PARAMS.get(name, set()) & set(params)
-        if fixed:
-            raise ValueError(f"the runner sets {name}.{sorted(fixed)[0]} itself; leave it out.")
+    def active_columns(self) -> list[Column]:
+        """The columns evaluated for every method (not skipped)."""
+        return [c for c in self.columns if c.name not in self.skipped]
 
-    if isinstance(model, (str, os.PathLike)):
-        spec = str(model)
-        model = xvit.load_model(spec)
-    else:
-        spec = model_spec
+    def probes_cost(self) -> bool:
+        """Whether an evaluated metric asks for warmed-up, memory-probed explanation calls (``probe_cost``)."""
+        return any(get_metric(c.metric).probe_cost for c in self.active_columns())
+
+    def make_metric(self, col: Column, method: str) -> Metric:
+        """A fresh metric for ``col`` and ``method``: the user's parameters, the column's, and the run's."""
+        context = RunContext(options=self.options, mean=tuple(self.prep.mean), std=tuple(self.prep.std),
+                             method=method, method_params=self.methods.get(method, {}), device=self.device)
+        params = {**col.fixed, **self.spec.metric_params.get(col.metric, {})}
+        return get_metric(col.metric).from_run(context, params)
+
+
+def available_requirements(data: EvalDataset) -> frozenset[str]:
+    """Which of :data:`~xvit.evaluate.base.REQUIREMENTS` the data set meets."""
+    have = {"labels": data.labels is not None, "masks": data.has_masks, "pairs": data.pair and data.has_masks,
+            "markers": data.has_markers}
+    return frozenset(k for k, v in have.items() if v)
+
+
+def prepare(spec: RunSpec, model: nn.Module | None = None, data: EvalDataset | None = None) -> Plan:
+    """Open model (``spec.model`` unless given) and data (``spec.data`` unless given) and check everything the
+    spec could not check alone, before any work starts."""
+    if model is None:
+        if spec.model is None:
+            raise ValueError("The spec names no model; pass one.")
+        model = load_model(spec.model)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module or a model spec; got {type(model).__name__}.")
     try:
@@ -113,44 +95,40 @@ def prepare(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[s
     prep = preprocessing_for(model)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    if isinstance(data, EvalDataset):
-        dataset = data.subset(max_images) if max_images is not None else data
+    if data is None:
+        dataset = load_dataset(spec.data, size=tuple(prep.size), limit=spec.max_images)
     else:
-        dataset = load_dataset(data, size=tuple(prep.size), limit=max_images)
-    if "marker_share" in metrics and not dataset.has_markers:
-        raise ValueError(f"marker_share needs images with a spurious marker and its mask, which {dataset.spec!r} "
-                         "lacks; evaluate it on xvit-shapes spurious data, e.g. "
-                         "xvit-shapes:spurious:test:200:marker=random.")
+        dataset = data.subset(spec.max_images) if spec.max_images is not None else data
+    available = available_requirements(dataset)
+    for name in spec.metrics:
+        cls = get_metric(name)
+        missing = [r for r in REQUIREMENTS if r in cls.requires and r not in available]
+        if missing and not cls.default:  # a metric named on purpose that this data set cannot feed
+            raise ValueError(f"{name} cannot run on {dataset.spec!r}: {REQUIREMENTS[missing[0]]}.")
 
-    resolved = {}
-    for name in methods:
+    resolved, starts = {}, {}
+    for name in spec.methods:
         try:
-            resolved[name] = xvit.Explainer(model, name, **method_params.get(name, {})).method.get_params()
+            method = Explainer(model, name, **spec.method_params.get(name, {})).method
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name}: {e}") from None
+        resolved[name] = method.get_params()
+        starts[name] = getattr(method, "relevance_start", None)
 
     notes: list[str] = []
-    if "marker_share" in metrics and dataset.info.get("marker") == "none":
-        notes.append("marker_share: marker=none puts no marker on any image, so every image is excluded.")
     skipped: dict[str, str] = {}
     columns: list[Column] = []
-    for metric in metrics:
-        reason = None
-        if metric in ("segmentation", "pointing_game", "energy_pointing_game") and not dataset.has_masks:
-            reason = "the data set has no ground-truth masks"
-        elif metric == "class_sensitivity" and not (dataset.pair and dataset.has_masks):
-            reason = "needs two-object images with a mask per object (e.g. xvit-shapes:pair:test)"
-        elif metric == "randomization":
-            try:
-                vit_randomization_units(model)
-            except ValueError as e:
-                reason = str(e)
-        for col in columns_for(metric):
+    for name in spec.metrics:
+        cls = get_metric(name)
+        notes += cls.run_notes(available, dataset.info)
+        missing = [r for r in REQUIREMENTS if r in cls.requires and r not in available]
+        reason = REQUIREMENTS[missing[0]] if missing else cls.unsupported(model, spec.metric_params.get(name, {}))
+        for col in cls.columns:
             columns.append(col)
             if reason is not None:
                 skipped[col.name] = reason
         if reason is not None:
-            notes.append(f"{metric}: skipped, {reason}.")
+            notes.append(f"{name}: skipped, {reason}.")
 
     # One probe forward: checks that the model takes the data and gives the number of classes.
     probe = dataset.load([0], prep)
@@ -158,30 +136,25 @@ def prepare(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[s
         num_classes = int(unwrap_logits(model(probe.x.to(device))).shape[-1])
     label_map = _label_map(dataset, model, num_classes, notes)
     if dataset.labels is None:
-        if class_explained == "target":
+        if spec.class_explained == "target":
             raise ValueError(f"class_explained='target' needs labels, but {dataset.spec!r} has none; explain the "
                              "predicted class.")
-        if "perturbation" in metrics:
-            notes.append("perturbation: the data set has no labels; accuracy is measured against the clean "
-                         "prediction (clean accuracy 1 by construction).")
     elif dataset.pair:
         notes.append("two-object images: the ground-truth label of an image is the labelled class the model "
-                      "scores higher; pointing games use that class's mask (images whose explained class is "
-                      "not labelled are excluded), segmentation the union of both masks.")
+                     "scores higher; pointing games use that class's mask (images whose explained class is "
+                     "not labelled are excluded), segmentation the union of both masks.")
 
-    options = {"batch_size": batch_size, "class_explained": class_explained, "seed": seed,
-               "deletion_insertion_steps": steps, "forward_batch_size": forward_batch_size,
-               "randomization_images": randomization_images, "max_images": max_images}
-    plan = Plan(model=model, model_info={"spec": spec}, data=dataset, prep=prep, device=device, methods=resolved,
-                method_args=method_params, columns=columns, metric_params=metric_params, skipped=skipped,
-                notes=notes, label_map=label_map, num_classes=num_classes, options=options)
-    for col in columns:  # validate metric parameters now, not after the first chunk
-        if col.name not in skipped:
-            try:
-                make_metric(plan, col, methods[0])
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{col.metric}: {e}") from None
-    plan.model_info = model_info(model, spec)
+    plan = Plan(spec=spec, model=model, model_info={"spec": spec.model}, data=dataset, prep=prep, device=device,
+                methods=resolved, relevance_start=starts, columns=columns, skipped=skipped, notes=notes,
+                label_map=label_map, num_classes=num_classes, seeds={})
+    for col in plan.active_columns():  # build every metric now: parameters fail here, not after the first chunk
+        try:
+            metric = plan.make_metric(col, spec.methods[0])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{col.metric}: {e}") from None
+        if "seed" in metric.get_params():
+            plan.seeds[col.metric] = metric.get_params()["seed"]
+    plan.model_info = model_info(model, spec.model)
     return plan
 
 
@@ -205,3 +178,32 @@ def _label_map(data: EvalDataset, model: nn.Module, num_classes: int, notes: lis
         raise DataSpecError(f"{data.spec!r} has label {top} but the model has {num_classes} classes; evaluate a "
                             "model trained on this data.")
     return mapping
+
+
+def model_info(model: nn.Module, spec: str | None) -> dict[str, Any]:
+    """Spec, weight-file hashes (bundled or directory checkpoints) and a hash of the state dict."""
+    info: dict[str, Any] = {"spec": spec, "class": f"{type(model).__module__}.{type(model).__qualname__}",
+                            "preprocessing": preprocessing_for(model).to_dict()}
+    folder = None
+    if spec is not None:
+        if spec in bundled_models():
+            folder = bundled_model_dir(spec)
+        elif Path(spec).is_dir():
+            folder = Path(spec)
+    if folder is not None:
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        info["weights"] = {p.name: _sha256_file(p) for p in files}
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    info["state_dict_sha256"] = h.hexdigest()
+    return info
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -3,53 +3,17 @@ command line and timings."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import shlex
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import nn
 
+from xvit.evaluate.plan import Plan
 from xvit.utils.jsonable import jsonable
 
-if TYPE_CHECKING:
-    from xvit.evaluate.plan import Plan
-
-__all__ = ["model_info", "provenance"]
-
-
-def model_info(model: nn.Module, spec: str | None) -> dict[str, Any]:
-    """Spec, weight-file hashes (bundled or directory checkpoints) and a hash of the state dict."""
-    from xvit.models import bundled_model_dir, bundled_models, preprocessing_for
-
-    info: dict[str, Any] = {"spec": spec, "class": f"{type(model).__module__}.{type(model).__qualname__}",
-                            "preprocessing": preprocessing_for(model).to_dict()}
-    folder = None
-    if spec is not None:
-        if spec in bundled_models():
-            folder = bundled_model_dir(spec)
-        elif Path(spec).is_dir():
-            folder = Path(spec)
-    if folder is not None:
-        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
-        info["weights"] = {p.name: _sha256_file(p) for p in files}
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    info["state_dict_sha256"] = h.hexdigest()
-    return info
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["provenance"]
 
 
 def _versions() -> dict[str, str | None]:
@@ -74,8 +38,7 @@ def provenance(plan: Plan, chunks: list[tuple[int, int]], units: dict[tuple[str,
         "command": command if command is not None else shlex.join(sys.argv),
         "versions": _versions(), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
         "device": str(plan.device),
-        "seeds": {"explanations": plan.options["seed"], "randomization": plan.metric_params.get(
-            "randomization", {}).get("seed", plan.options["seed"]), "data": plan.data.info.get("base_seed")},
+        "seeds": {"explanations": plan.options["seed"], **plan.seeds, "data": plan.data.info.get("base_seed")},
         "model": plan.model_info, "data": {**plan.data.describe(), "image_ids": plan.data.ids},
         "options": plan.options, "methods": plan.methods,
         "metrics": {c.name: {"metric": c.metric, **c.fixed, **plan.metric_params.get(c.metric, {})}

@@ -14,10 +14,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xvit.evaluate.base import METRICS, Check, Metric, MetricResult, check_classes, check_images, check_maps
+from xvit.evaluate.base import (
+    Check,
+    Metric,
+    MetricResult,
+    Plot,
+    check_classes,
+    check_images,
+    check_maps,
+    register_metric,
+)
+from xvit.evaluate.inputs import MetricInput, RunContext
+from xvit.explainer import explain
 from xvit.params import Interval, Options
+from xvit.utils.maps import upsample_maps
 
-__all__ = ["Randomization", "randomization_curve", "spearman", "vit_randomization_units"]
+__all__ = ["Randomization", "randomization_curve", "run_explain_fn", "spearman", "vit_randomization_units"]
 
 Units = list[tuple[str, list[str]]]
 
@@ -103,8 +115,8 @@ def _is_units(v: Any) -> bool:
         and isinstance(u[1], (list, tuple)) and all(isinstance(p, str) for p in u[1]) for u in v)
 
 
-@METRICS.register("randomization", higher_is_better=False, inputs=("model", "x", "targets"),
-                  paper="Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018, arXiv:1810.03292")
+@register_metric("randomization", citation="Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018, "
+                 "arXiv:1810.03292")
 class Randomization(Metric):
     """Model-parameter randomisation test (Adebayo et al. 2018, arXiv:1810.03292; evaluation.md §5).
 
@@ -129,8 +141,10 @@ class Randomization(Metric):
     step (``curve_x`` = 1…K, names in ``summary["units"]``); ``per_image["curves_signed"]`` on signed maps.
     """
 
-    name = "randomization"
     higher_is_better = False
+    plots = (Plot("randomization", ("randomization",), "units randomised (output → input)",
+                  "Spearman similarity of |map|"),)
+    run_params = frozenset({"explain_fn"})
     param_constraints = {
         "explain_fn": Check(callable, "a callable explain_fn(model, x, targets) -> maps (B, H, W)"),
         "units": Check(_is_units, "'vit', 'module', a callable model -> [(name, [paths])] or such a list"),
@@ -141,6 +155,35 @@ class Randomization(Metric):
     def __init__(self, *, explain_fn: Callable[[nn.Module, Tensor, Tensor], Tensor], units: Any = "vit",
                  mode: str = "cascading", seed: int = 42) -> None:
         super().__init__(explain_fn=explain_fn, units=units, mode=mode, seed=seed)
+
+    @classmethod
+    def from_run(cls, context: RunContext, params: Mapping[str, Any]) -> Randomization:
+        """The run's method as ``explain_fn`` (:func:`run_explain_fn`), seeded with the run's seed by default."""
+        return cls(**{"seed": context.options["seed"], **params,
+                      "explain_fn": run_explain_fn(context.method, context.method_params)})
+
+    @classmethod
+    def image_limit(cls, options: Mapping[str, Any]) -> int | None:
+        """The test runs on the first ``randomization_images`` images of the run."""
+        return options["randomization_images"]
+
+    @classmethod
+    def unsupported(cls, model: nn.Module, params: Mapping[str, Any]) -> str | None:
+        if params.get("units", "vit") != "vit":
+            return None
+        try:
+            vit_randomization_units(model)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    def update_from(self, inp: MetricInput) -> None:
+        """The test on the chunk's images and explained classes."""
+        self.update(inp.model, inp.x, inp.targets)
+
+    def passes_per_image(self, result: MetricResult) -> tuple[float, str]:
+        """``a_0`` and one map per randomised unit, for every image: explanation calls."""
+        return len(result.summary.get("units", [])) + 1, "explanations"
 
     def reset(self) -> None:
         super().reset()
@@ -213,8 +256,19 @@ class Randomization(Metric):
         curves = self._cat("curves").cpu()
         summary = {"units": list(self._unit_names), "explain_calls": self._explain_calls}
         return self._result(curves[:, -1], summary=summary, curves=curves,
-                            curve_x=torch.arange(1, curves.shape[1] + 1),
+                            curve_x=torch.arange(1, curves.shape[1] + 1), curve_labels=list(self._unit_names),
                             per_image={"curves_signed": self._cat("curves_signed").cpu()})
+
+
+def run_explain_fn(method: str, params: Mapping[str, Any]) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
+    """``explain_fn`` of the test in an evaluation run: the raw (signed) map of ``method`` upsampled to the input,
+    as Spearman on ``|a|`` needs the sign-free magnitude of the raw relevance, not the min-max normalised map."""
+
+    def explain_fn(model: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+        exp = explain(model, x, method, target=targets[:, None], **params)
+        return upsample_maps(exp.raw[:, 0].float(), tuple(x.shape[-2:]))
+
+    return explain_fn
 
 
 def randomization_curve(model: nn.Module, x: Tensor, targets: Tensor, **params: Any) -> MetricResult:

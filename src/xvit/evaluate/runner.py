@@ -8,31 +8,31 @@ stopped when it is started again with the same settings; it then writes
 * ``per_image.csv`` (and ``per_image.parquet`` where pyarrow is installed): one row per method × image,
 * ``summary.md`` and ``summary.json``: mean ± 95 % interval per method × metric, direction, dataset-level
   numbers and the cost of each evaluation in forward passes per image,
-* ``curves/*.png``: perturbation accuracy, deletion/insertion probability and randomisation similarity curves,
+* ``curves/*.png``: the curve figures the metrics declare (perturbation accuracy, deletion/insertion
+  probability, randomisation similarity),
 * ``provenance.json``: package versions, seeds, model spec and weight hash, image ids, method and metric
   parameters, the command line and wall-clock time per method.
 
-``xvit evaluate`` (:func:`add_evaluate_arguments`, :func:`run_evaluate`) is a thin layer over :func:`evaluate`.
+The runner names no metric: every metric declares its columns, requirements, plots and display extras and reads
+one :class:`~xvit.evaluate.inputs.MetricInput` (:class:`~xvit.evaluate.base.Metric`). The parts, each importing
+only those above it:
 
-This module holds the entry points and the chunk loop; the parts live beside it:
-
-* :mod:`~xvit.evaluate.plan`: argument checks, model and data, which columns apply (:class:`~.plan.Plan`),
-* :mod:`~xvit.evaluate.columns`: the columns, the maps each metric is fed, per-chunk updates and merging,
+* :mod:`~xvit.evaluate.spec`: the run's description, :class:`~xvit.evaluate.spec.RunSpec` (frozen, serialisable),
+* :mod:`~xvit.evaluate.plan`: the runtime :class:`~xvit.evaluate.plan.Plan` opened from it (model, data, columns),
+* :mod:`~xvit.evaluate.chunks`: per-chunk explanations and metric updates, and merging,
 * :mod:`~xvit.evaluate.state`: saved (method, chunk) units and their fingerprints, for resuming,
-* :mod:`~xvit.evaluate.outputs`: summary and per-image rows, Markdown, JSON, CSV/Parquet and curve files,
+* :mod:`~xvit.evaluate.outputs`: the result, summary and per-image rows, Markdown, JSON, CSV/Parquet, curves,
 * :mod:`~xvit.evaluate.provenance`: the provenance record.
+
+``xvit evaluate`` (:mod:`xvit.cli.evaluate`) is a thin layer over :func:`prepare` and :func:`execute`.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import os
-import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,49 +40,21 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from xvit.evaluate.base import MetricResult
-from xvit.evaluate.columns import aggregate, clean_pass, run_chunk
-from xvit.evaluate.datasets import EvalDataset
-from xvit.evaluate.outputs import markdown, per_image_rows, skipped_row, summary_row, write_outputs
-from xvit.evaluate.plan import DEFAULT_METHODS, DEFAULT_METRICS, METRIC_NAMES, Plan, prepare
+from xvit.data.sources import EvalDataset
+from xvit.evaluate.base import MetricResult, NotApplicable
+from xvit.evaluate.chunks import aggregate, clean_pass, run_chunk
+from xvit.evaluate.outputs import EvaluationResult, per_image_rows, skipped_row, summary_row, write_outputs
+from xvit.evaluate.plan import Plan, prepare
 from xvit.evaluate.provenance import provenance
+from xvit.evaluate.spec import DEFAULT_METHODS, RunSpec
 from xvit.evaluate.state import fingerprint, open_state_dir, saved_units, write_state
-from xvit.registry import did_you_mean
 from xvit.utils.context import eval_mode
 
-__all__ = ["DEFAULT_METRICS", "METRIC_NAMES", "EvaluationResult", "add_evaluate_arguments", "evaluate", "run_evaluate"]
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What :func:`evaluate` returns.
-
-    Attributes:
-        summary: one row per method × column (``perturbation_pos``, ``perturbation_neg``, ``deletion``,
-            ``insertion``, ``segmentation``, …, ``cost``) with ``mean``, ``ci95_low``, ``ci95_high``, ``n``,
-            ``value`` (the metric's headline number), ``direction``, ``passes_per_image`` and
-            ``details`` (dataset-level numbers); skipped pairs have ``status="skipped"`` and a ``note``.
-        per_image: one row per method × image: id, label, predicted and explained class, one score per column.
-        results: ``results[method][column]`` is the :class:`MetricResult` over all images.
-        notes: what was skipped or substituted, and why.
-        provenance: versions, seeds, model, data, parameters, timings (as written to ``provenance.json``).
-        out_dir: where the files were written, or ``None``.
-    """
-
-    summary: list[dict[str, Any]]
-    per_image: list[dict[str, Any]]
-    results: dict[str, dict[str, MetricResult]]
-    notes: list[str]
-    provenance: dict[str, Any]
-    out_dir: Path | None = None
-
-    def to_markdown(self) -> str:
-        """The summary as Markdown (the content of ``summary.md``)."""
-        return markdown(self.summary, self.notes, self.provenance)
+__all__ = ["EvaluationResult", "evaluate", "evaluate_spec", "execute"]
 
 
 def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[str] = DEFAULT_METHODS,
-             metrics: Sequence[str] = DEFAULT_METRICS, out_dir: str | os.PathLike | None = None, *,
+             metrics: Sequence[str] | None = None, out_dir: str | os.PathLike | None = None, *,
              batch_size: int = 16, class_explained: str = "predicted", seed: int = 0,
              method_params: Mapping[str, Mapping[str, Any]] | None = None,
              metric_params: Mapping[str, Mapping[str, Any]] | None = None, steps: int | None = 56,
@@ -92,15 +64,17 @@ def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
 
     Args:
         model: a supported ViT (in eval mode, on its device) or a model spec for :func:`xvit.load_model`.
-        data: an :class:`EvalDataset` or a data spec for :func:`xvit.evaluate.datasets.load_dataset`.
+        data: an :class:`EvalDataset` or a data spec for :func:`xvit.data.load_dataset`.
         methods: method names (see :func:`xvit.methods`).
-        metrics: any of ``perturbation`` (positive and negative), ``deletion_insertion`` (both),
+        metrics: registered metric names (see :func:`xvit.evaluate.metrics`); ``None``: every metric that runs
+            by default. Shipped: ``perturbation`` (positive and negative), ``deletion_insertion`` (both),
             ``segmentation``, ``pointing_game``, ``energy_pointing_game``, ``class_sensitivity`` (pair data
             only), ``marker_share`` (xvit-shapes ``spurious`` data only, e.g.
             ``xvit-shapes:spurious:test:200:marker=random``; not in the default set), ``randomization``
             (cascading MPRT on the first ``randomization_images`` images), ``conservation`` (methods whose
             output carries conserved relevance) and ``cost`` (time per image and peak memory of each method
-            in this run).
+            in this run). Metrics whose data requirements the data set does not meet are skipped (or, for a
+            metric outside the default set, refused).
         out_dir: write outputs and resumable state here; ``None`` keeps everything in memory.
         batch_size: images per explanation call (and per saved chunk).
         class_explained: ``"predicted"`` or ``"target"`` (the ground-truth label; for two-object images the
@@ -122,20 +96,31 @@ def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
     Raises:
         ValueError: unknown method or metric, invalid parameter, unusable data (``DataSpecError``).
     """
-    plan = prepare(model, data, methods, metrics, batch_size=batch_size, class_explained=class_explained,
-                   seed=seed, method_params=method_params, metric_params=metric_params, steps=steps,
-                   forward_batch_size=forward_batch_size, randomization_images=randomization_images,
-                   max_images=max_images)
-    return _execute(plan, None if out_dir is None else Path(out_dir), resume=resume, progress=progress,
-                    command=command)
+    spec = RunSpec(data=data.spec if isinstance(data, EvalDataset) else str(data),
+                   model=str(model) if isinstance(model, (str, os.PathLike)) else None,
+                   methods=tuple(methods), metrics=None if metrics is None else tuple(metrics),
+                   method_params=method_params or {}, metric_params=metric_params or {}, batch_size=batch_size,
+                   class_explained=class_explained, seed=seed, steps=steps, forward_batch_size=forward_batch_size,
+                   randomization_images=randomization_images, max_images=max_images)
+    plan = prepare(spec, model=None if spec.model is not None else model,
+                   data=data if isinstance(data, EvalDataset) else None)
+    return execute(plan, out_dir, resume=resume, progress=progress, command=command)
+
+
+def evaluate_spec(spec: RunSpec, out_dir: str | os.PathLike | None = None, *, resume: bool = True,
+                  progress: bool = False, command: str | None = None) -> EvaluationResult:
+    """Run a :class:`RunSpec` (e.g. one received by a worker): open its model and data, then :func:`execute`."""
+    return execute(prepare(spec), out_dir, resume=resume, progress=progress, command=command)
 
 
 # ------------------------------------------------------------------------------------------------- run
 
 
-def _execute(plan: Plan, out_dir: Path | None, *, resume: bool, progress: bool, command: str | None
-             ) -> EvaluationResult:
-    """Run every (method, chunk) not already saved, saving each as it finishes, then collect the results."""
+def execute(plan: Plan, out_dir: str | os.PathLike | None = None, *, resume: bool = True, progress: bool = False,
+            command: str | None = None) -> EvaluationResult:
+    """Run every (method, chunk) of ``plan`` not already saved in ``out_dir``, saving each as it finishes, then
+    collect the results and write the outputs."""
+    out_dir = None if out_dir is None else Path(out_dir)
     n = len(plan.data)
     bs = plan.options["batch_size"]
     chunks = [(s, min(s + bs, n)) for s in range(0, n, bs)]
@@ -180,27 +165,27 @@ def _finish(plan: Plan, out_dir: Path | None, chunks: list[tuple[int, int]], uni
     results: dict[str, dict[str, MetricResult]] = {}
     summary: list[dict[str, Any]] = []
     scores_by: dict[str, dict[str, Tensor]] = {}
-    seconds_by: dict[str, dict[str, float]] = {}
     for m in plan.methods:
         parts = [units[(m, start)] for start, _ in chunks]
         results[m], scores_by[m] = {}, {}
-        seconds_by[m] = {}
+        seconds: dict[str, float] = {}
         for part in parts:
             for k, v in part["seconds"].items():
-                seconds_by[m][k] = seconds_by[m].get(k, 0.0) + v
+                seconds[k] = seconds.get(k, 0.0) + v
         for col in plan.columns:
             if col.name in plan.skipped:
                 summary.append(skipped_row(m, col, plan.skipped[col.name]))
                 continue
-            res, full = aggregate(plan, m, col, parts, n)
-            if res is None:
-                reason = f"not applicable to {m} (its explanations carry no conserved relevance)"
-                notes.append(f"conservation: {reason}.")
+            try:
+                metric, res, full = aggregate(plan, m, col, parts, n)
+            except NotApplicable as e:
+                reason = f"not applicable to {m} ({e})"
+                notes.append(f"{col.metric}: {reason}.")
                 summary.append(skipped_row(m, col, reason))
                 continue
             results[m][col.name] = res
             scores_by[m][col.name] = full
-            summary.append(summary_row(m, col, res, seconds_by[m].get(col.name)))
+            summary.append(summary_row(m, col, metric, res, seconds.get(col.name)))
     per_image = per_image_rows(plan, chunks, units, scores_by)
     record = provenance(plan, chunks, units, wall, reused, command, notes)
     result = EvaluationResult(summary=summary, per_image=per_image, results=results, notes=notes,
@@ -208,125 +193,3 @@ def _finish(plan: Plan, out_dir: Path | None, chunks: list[tuple[int, int]], uni
     if out_dir is not None:
         write_outputs(result, plan, out_dir)
     return result
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-
-
-def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``xvit evaluate`` options to ``parser``."""
-    from xvit.cli.common import positive_int as _positive_int
-    parser.description = ("Run explanation methods x quality metrics over a data set; write per-image scores, a "
-                          "summary (Markdown, JSON), curve plots and provenance to --out. Rerunning the same "
-                          "command resumes an interrupted run.")
-    parser.add_argument("--model", default="shapes-vit-tiny",
-                        help="bundled model name, checkpoint DIR, timm:NAME or hf:ID (default: shapes-vit-tiny)")
-    parser.add_argument("--data", required=True,
-                        help="xvit-shapes:<variant>:<split>[:N][:marker=MODE] (e.g. xvit-shapes:single:test:200 or "
-                             "xvit-shapes:spurious:test:200:marker=random), an image folder with masks/ and "
-                             "manifest.json, or gtsegs_ijcv.mat")
-    parser.add_argument("--methods", "--method", dest="methods", nargs="+", metavar="M", default=list(DEFAULT_METHODS),
-                        help=f"methods to evaluate (default: {' '.join(DEFAULT_METHODS)}; see 'xvit methods')")
-    parser.add_argument("--metrics", "--metric", dest="metrics", nargs="+", metavar="NAME",
-                        default=list(DEFAULT_METRICS),
-                        help=f"metrics (default: all but marker_share, the audit of xvit-shapes spurious data): "
-                             f"{', '.join(METRIC_NAMES)}")
-    parser.add_argument("--out", type=Path, default=Path("out/evaluate"), help="output folder (default: out/evaluate)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16,
-                        help="images per explanation call and per saved chunk (default: 16)")
-    parser.add_argument("--forward-batch-size", type=_positive_int, default=128,
-                        help="perturbed images per forward pass in perturbation metrics (default: 128)")
-    parser.add_argument("--class-explained", choices=["predicted", "target"], default="predicted",
-                        help="explain the predicted class (default) or the ground-truth label")
-    parser.add_argument("--seed", type=int, default=0, help="seed of explanations and randomisation (default: 0)")
-    parser.add_argument("--steps", type=_positive_int, default=56,
-                        help="deletion/insertion steps (default: 56; 224 pixels per step at 112x112)")
-    parser.add_argument("--randomization-images", type=_positive_int, default=16,
-                        help="images of the randomisation test, the first ones (default: 16)")
-    parser.add_argument("--max-images", type=_positive_int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--method-param", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                        help="a method parameter, e.g. integrated_gradients.n_steps=16 (repeatable)")
-    parser.add_argument("--metric-param", action="append", default=[], metavar="METRIC.KEY=VALUE",
-                        help="a metric parameter, e.g. pointing_game.tol=5 or deletion_insertion.preset=tis "
-                             "(repeatable)")
-    parser.add_argument("--restart", action="store_true", help="ignore saved state in --out and start over")
-    parser.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-def _parse_value(text: str) -> Any:
-    """``5`` → int, ``0.5`` → float, ``(0.1, 0.2)`` → tuple, ``true``/``none`` → bool/None, else the string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _parse_params(items: Sequence[str], kind: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        target, sep, value = item.partition("=")
-        owner, dot, key = target.partition(".")
-        if not sep or not dot or not owner or not key:
-            raise ValueError(f"--{kind}-param expects {kind.upper()}.KEY=VALUE, e.g. "
-                             f"{'rollout.head_fusion=max' if kind == 'method' else 'pointing_game.tol=5'}; "
-                             f"got {item!r}.")
-        out.setdefault(owner, {})[key] = _parse_value(value)
-    return out
-
-
-def _command(args: argparse.Namespace) -> str:
-    parts = ["xvit", "evaluate", "--model", args.model, "--data", args.data, "--methods", *args.methods,
-             "--metrics", *args.metrics, "--out", str(args.out), "--batch-size", str(args.batch_size),
-             "--class-explained", args.class_explained, "--seed", str(args.seed), "--steps", str(args.steps),
-             "--randomization-images", str(args.randomization_images),
-             "--forward-batch-size", str(args.forward_batch_size), "--device", args.device]
-    if args.max_images is not None:
-        parts += ["--max-images", str(args.max_images)]
-    for p in args.method_param:
-        parts += ["--method-param", p]
-    for p in args.metric_param:
-        parts += ["--metric-param", p]
-    return shlex.join(parts)
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """Run :func:`evaluate` from parsed ``add_evaluate_arguments`` options; returns an exit status."""
-    from xvit.cli.common import UsageError
-    from xvit.cli.common import device as _device
-    from xvit.cli.common import load_model as _load_model
-
-    device = _device(args.device)
-    try:
-        method_params = _parse_params(args.method_param, "method")
-        metric_params = _parse_params(args.metric_param, "metric")
-        if any(name not in METRIC_NAMES for name in args.metrics):  # before loading the model
-            bad = next(name for name in args.metrics if name not in METRIC_NAMES)
-            raise ValueError(f"unknown metric {bad!r}.{did_you_mean(bad, METRIC_NAMES)} Choose from "
-                             f"{', '.join(METRIC_NAMES)}.")
-        model = _load_model(args.model).to(device)
-        plan = prepare(model, args.data, args.methods, args.metrics, batch_size=args.batch_size,
-                       class_explained=args.class_explained, seed=args.seed, method_params=method_params,
-                       metric_params=metric_params, steps=args.steps, forward_batch_size=args.forward_batch_size,
-                       randomization_images=args.randomization_images, max_images=args.max_images,
-                       model_spec=args.model)
-    except ImportError as e:
-        raise UsageError(str(e)) from None
-    except (ValueError, TypeError) as e:
-        raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    try:
-        result = _execute(plan, args.out, resume=not args.restart, progress=args.progress, command=_command(args))
-    except KeyboardInterrupt:
-        print(f"xvit evaluate: finished chunks are saved in {args.out / 'state'}; rerun the same command to "
-              "resume.", file=sys.stderr)
-        raise
-    print(result.to_markdown().split("\n## ")[0].rstrip())
-    for note in dict.fromkeys(result.notes):
-        print(f"note: {note}", file=sys.stderr)
-    print(f"Wrote per_image.csv, summary.md, summary.json, curves/ and provenance.json to {args.out}")
-    return 0

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xvit.evaluate.base import METRICS, Metric, MetricResult, check_maps, check_masks
+from xvit.evaluate.base import Metric, MetricResult, check_maps, check_masks, register_metric
+from xvit.evaluate.inputs import MetricInput
 from xvit.utils.maps import normalise_maps
 
 __all__ = ["Segmentation", "average_precision", "segmentation_scores"]
@@ -44,9 +45,8 @@ def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
     return torch.where(positives > 0, ap, 0.0)
 
 
-@METRICS.register("segmentation", higher_is_better=True, inputs=("maps", "masks"),
-                  paper="Chefer et al., Transformer Interpretability Beyond Attention Visualization, "
-                        "CVPR 2021, arXiv:2012.09838")
+@register_metric("segmentation", citation="Chefer et al., Transformer Interpretability Beyond Attention "
+                 "Visualization, CVPR 2021, arXiv:2012.09838")
 class Segmentation(Metric):
     """ImageNet-segmentation test (Chefer et al. 2021, arXiv:2012.09838; evaluation.md §3).
 
@@ -61,9 +61,10 @@ class Segmentation(Metric):
     and ``union`` ``(N, 2)`` [bg, fg], so results of several runs can be merged exactly.
     """
 
-    name = "segmentation"
     higher_is_better = True
     param_constraints: dict[str, Any] = {}
+    requires = frozenset({"masks"})
+    display = ("pixel_accuracy", "miou", "map")
 
     def update(self, maps: Tensor, masks: Tensor) -> None:
         """Score one batch.
@@ -84,6 +85,10 @@ class Segmentation(Metric):
         ap = average_precision(torch.cat([1 - m, m], 1), torch.cat([~gt, gt], 1))
         self._append(correct=(fg == gt).sum(1), labelled=torch.full_like(inter[:, 0], gt.shape[1]),
                      intersection=inter, union=union, ap=100 * ap)
+
+    def update_from(self, inp: MetricInput) -> None:
+        """The run's maps against the union of the object masks."""
+        self.update(inp.maps, inp.foreground)
 
     def compute(self) -> MetricResult:
         correct, labelled = self._cat("correct").cpu(), self._cat("labelled").cpu()

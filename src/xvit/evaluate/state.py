@@ -1,6 +1,6 @@
 """Resumable state of an evaluation run: one file per finished (method, chunk) in ``out_dir/state/``.
 
-Each file holds a *unit* (:func:`xvit.evaluate.columns.run_chunk`): the per-image outputs, timings and metric
+Each file holds a *unit* (:func:`xvit.evaluate.chunks.run_chunk`): the per-image outputs, timings and metric
 states of one method on one chunk of images, with the image ids and a fingerprint of every setting the unit
 depends on. A later run reuses a unit only where both match, and computes the others.
 """
@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from xvit.evaluate.datasets import EvalDataset
+    from xvit.data.sources import EvalDataset
     from xvit.evaluate.plan import Plan
 
 __all__ = ["STATE_VERSION", "data_key", "fingerprint", "open_state_dir", "saved_units", "write_state"]
 
 # Version 2: metric states are Metric.state_dict() ("pieces", "forward_passes", ...), no longer private attributes.
-STATE_VERSION = 2
+# Version 3: every column, conservation and cost included, is a metric state (or "not_applicable").
+STATE_VERSION = 3
 
 
 def fingerprint(plan: Plan, method: str) -> str:

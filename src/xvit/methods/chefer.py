@@ -84,6 +84,7 @@ class FullLRP(Method):
 
     signed = True
     resolution = "pixels"
+    relevance_start = "one_hot"  # R_out = 1 at the explained class (conservation reads Σ R / 1)
     param_constraints = {"rules": RULES}
 
     def __init__(self, *, rules: str = "lrp") -> None:
