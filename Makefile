@@ -1,6 +1,7 @@
 # xvit: two commands on a fresh machine.
 #   make demo   set up .venv and explain the bundled sample images with the bundled model
 #   make test   set up .venv with the test tools and run the test suite
+#   make serve  set up .venv with the web app's extra and start it on http://127.0.0.1:8000/
 # Every install goes through constraints.txt, which pins torch to the CPU build these machines use.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 OUT ?= out/demo
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint serve clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,10 @@ $(PY):
 $(VENV)/.core: pyproject.toml constraints.txt | $(PY)
 	$(PIP) -e .
 	touch $@
+
+$(VENV)/.app: pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e ".[app]"
+	touch $@ $(VENV)/.core
 
 $(VENV)/.dev: pyproject.toml constraints.txt | $(PY)
 	$(PIP) -e ".[dev]"
@@ -30,6 +35,9 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(VENV)/bin/xvit bench --model timm-random:vit_small_patch16_224 --batch-size 8
+
+serve: $(VENV)/.app
+	$(VENV)/bin/xvit serve
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests
