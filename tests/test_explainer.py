@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import xvit
-from xvit.methods.base import Attribution, Method
+from xvit.methods.base import METHODS, Attribution, Method
 from xvit.targets import explained_classes
 
 from .tiny_models import SIZE, make
@@ -58,3 +58,62 @@ def test_predicted_class_is_decided_in_one_place():
     for method in ("attnlrp", "input_x_gradient", "grad_attention_rollout"):
         exp = xvit.explain(model, x, method)
         assert exp.targets[:, 0].tolist() == exp.logits.argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("method,params,eager", [
+    ("input_x_gradient", {}, False), ("integrated_gradients", {"n_steps": 2}, False),
+    ("smoothgrad", {"n_samples": 2}, False), ("gradcam", {}, False), ("partial_lrp", {}, False),
+    ("rollout", {}, True), ("grad_attention_rollout", {}, True),
+])
+def test_only_methods_that_read_attention_switch_off_the_fused_kernel(method, params, eager):
+    model = make("timm_vit")
+    attn = model.blocks[0].attn
+    fused_before = attn.fused_attn
+    seen = []
+    handle = attn.register_forward_hook(lambda m, i, o: seen.append(m.fused_attn))
+    try:
+        xvit.explain(model, torch.randn(2, 3, SIZE, SIZE), method, **params)
+    finally:
+        handle.remove()
+    assert seen and set(seen) == {fused_before and not eager}
+    assert attn.fused_attn == fused_before
+
+
+class _CountingRows(Method):
+    """Wraps a registered method and records the number of rows of each call."""
+
+    def __init__(self, inner: Method) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, []
+        self.needs_attention_probs = inner.needs_attention_probs
+
+    def memory_per_row(self, ctx, x):
+        return 1000
+
+    def attribute(self, ctx, x, targets):
+        self.rows.append(x.shape[0])
+        return self.inner.attribute(ctx, x, targets)
+
+
+@pytest.mark.parametrize("method", ["transformer_attribution", "grad_attention_rollout", "attnlrp"])
+def test_max_memory_chunks_give_the_unchunked_maps(method):
+    model = make("timm_deit_distilled")
+    x = torch.randn(5, 3, SIZE, SIZE)
+    whole = xvit.Explainer(model, method, max_memory=10**12)(x, [[0, 1]] * 5)
+    counting = _CountingRows(METHODS.get(method)())
+    chunked = xvit.Explainer(model, counting, max_memory=2500)(x, [[0, 1]] * 5)
+    assert counting.rows == [2, 2, 2, 2, 2]  # 10 rows (5 images x 2 targets), 2 fit the budget
+    torch.testing.assert_close(chunked.raw, whole.raw, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(chunked.logits, whole.logits)
+
+
+def test_default_memory_budget_estimates_rows_from_the_model():
+    from xvit.methods._memory import forward_backward_bytes, rows_per_chunk
+
+    model = make("timm_vit")
+    explainer = xvit.Explainer(model, "transformer_attribution")
+    x = torch.randn(1, 3, SIZE, SIZE)
+    per_row = forward_backward_bytes(explainer.adapter, explainer.adapter.layout(x), x)
+    assert per_row > 2 * 17 * 48 * 4  # at least the residual stream in and out of both blocks
+    assert rows_per_chunk(10 * per_row, per_row, 64) == 10 and rows_per_chunk(1, per_row, 64) == 1
+    assert rows_per_chunk(10**15, None, 64) == 64

@@ -1,18 +1,19 @@
 """Time and peak memory of explanation methods, relative to plain passes of the same model.
 
-Every method and both baselines run on the same random batch, in the same run; the baselines run inside
-the model adapter's ``eager_attention()`` context, the same explicit attention path the explainers use. The baselines
-are a forward pass under ``torch.no_grad()`` and a plain forward+backward pass: the gradient of the summed
-logits with respect to the input and every parameter that requires one, which is what ``loss.backward()``
-computes (taken with ``torch.autograd.grad``, so the model's ``.grad`` stay untouched).
-Times are the median of ``repeats`` calls after ``warmup`` calls.
+Every method, three baselines and, optionally, a peer library's equivalent call run on the same random batch in
+the same process, interleaved: each round calls every entry once, and each ratio is the median over rounds of the
+entry's time divided by the baseline's time in the same round, so slow drifts of the machine's load cancel. The
+baselines run the model as it is (its fused attention where it has one): a forward pass under
+``torch.no_grad()``; a forward+input-gradient pass (the gradient of the summed logits with respect to the input
+only, what Captum's Saliency computes); and a plain forward+backward pass (the gradient with respect to the input
+and every parameter that requires one, what ``loss.backward()`` computes; taken with ``torch.autograd.grad``, so
+the model's ``.grad`` stay untouched). Times are per image, the median of ``repeats`` rounds after ``warmup``
+rounds.
 
-Peak memory is measured in one extra call. On CUDA it is ``torch.cuda.max_memory_allocated`` minus
-what was allocated before the call. On the CPU it is the largest increase of the process's resident set
-size (RSS), read from ``/proc/self/statm`` by a thread every millisecond, after ``malloc_trim`` asked
-glibc to return freed memory so that memory cached by earlier calls does not hide the increase. It
-counts all memory of the process, not only tensors, and can miss peaks shorter than a millisecond;
-where ``/proc`` does not exist it is ``None``.
+Peak memory is measured in one extra call per entry with :class:`xvit.utils.memory.PeakMemory`: on CUDA
+``torch.cuda.max_memory_allocated`` above the allocation before the call; on the CPU the largest increase of the
+process's resident set size sampled every millisecond after ``malloc_trim`` (all memory of the process, not only
+tensors; peaks shorter than a millisecond can be missed; None where ``/proc`` does not exist).
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from xvit.models import preprocessing_for
 from xvit.utils.logits import unwrap_logits
 from xvit.utils.memory import PeakMemory
 
-__all__ = ["run_benchmark", "format_table"]
+__all__ = ["BASELINES", "PEERS", "run_benchmark", "format_table"]
+
+BASELINES = ("forward", "forward+input_grad", "forward+backward")
+PEERS = ("captum", "gradcam")  # peer libraries whose equivalent calls ``compare`` can time
 
 
 def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
-                  image_size: int | tuple[int, int] | None = None, repeats: int = 5,
-                  warmup: int = 1) -> list[dict[str, Any]]:
+                  image_size: int | tuple[int, int] | None = None, repeats: int = 5, warmup: int = 1,
+                  compare: str | None = None) -> list[dict[str, Any]]:
     """Benchmark ``methods`` on ``model`` with random pixels, normalised as the model expects, on its device.
 
     Args:
@@ -46,16 +50,22 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
         methods: registered method names (see :func:`xvit.methods`).
         batch_size: images per call.
         image_size: input side (or ``(H, W)``); the model's preprocessing size when omitted.
-        repeats: timed calls per method; the median is reported.
-        warmup: untimed calls before timing.
+        repeats: interleaved rounds; medians over rounds are reported.
+        warmup: untimed rounds first.
+        compare: ``"captum"`` or ``"gradcam"``: also time the peer's equivalent of each method it has (Captum:
+            input_x_gradient, integrated_gradients, smoothgrad; pytorch-grad-cam: gradcam) and report the Pearson
+            correlation of its maps with xvit's in ``agreement``.
 
     Returns:
-        One row per baseline (``forward``, ``forward+backward``) and per method, with
-        ``seconds_per_image``, ``peak_mib`` (None where unmeasurable), time ratios ``x_forward`` and
-        ``x_forward_backward``, and the memory ratio ``mem_x_forward_backward``.
+        One row per baseline, method and peer call (``method`` is ``"captum:input_x_gradient"`` for a peer), with
+        ``seconds_per_image``, time ratios ``x_forward``, ``x_input_grad``, ``x_forward_backward`` (medians of
+        per-round ratios), ``peak_mib`` (None where unmeasurable) and memory ratios ``mem_x_forward``,
+        ``mem_x_input_grad``, ``mem_x_forward_backward``; peer rows also ``agreement``.
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError("batch_size and repeats must be >= 1 and warmup >= 0.")
+    if compare is not None and compare not in PEERS:
+        raise ValueError(f"compare must be one of {PEERS}; got {compare!r}.")
     param = next(model.parameters())
     device = param.device
     prep = preprocessing_for(model)
@@ -65,32 +75,34 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
     x = normalise(pixels, prep)
     x = x.to(device, param.dtype)
 
-    def forward() -> None:
+    entries: dict[str, Callable[[], Any]] = dict(zip(BASELINES, _baselines(model, x)))
+    explainers = {m: xvit.Explainer(model, method=m) for m in methods}
+    entries.update({m: (lambda e=e: e(x)) for m, e in explainers.items()})
+    agreement: dict[str, float | None] = {}
+    if compare is not None:
         with torch.no_grad():
-            model(x)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def forward_backward() -> None:
-        xg = x.clone().requires_grad_(True)
-        torch.autograd.grad(unwrap_logits(model(xg)).sum(), [xg, *params])
-
+            targets = unwrap_logits(model(x)).argmax(1)
+        for method in methods:
+            peer = _peer_call(compare, model, method, x, targets)
+            if peer is not None:
+                name = f"{compare}:{method}"
+                entries[name] = peer
+                agreement[name] = _agreement(compare, method, explainers[method](x, targets.tolist()).raw[:, 0],
+                                             peer(), x)
+    times = _interleaved(entries, repeats, warmup, device)
+    peaks = {name: _peak(fn, device) for name, fn in entries.items()}
     rows = []
-    with get_adapter(model).eager_attention():
-        for name, fn in (("forward", forward), ("forward+backward", forward_backward)):
-            rows.append(_row(name, *_measure(fn, repeats, warmup, device)))
-    for method in methods:
-        with xvit.Explainer(model, method=method) as explainer:
-            rows.append(_row(method, *_measure(lambda e=explainer: e(x), repeats, warmup, device)))
-    for r in rows:
-        r.update(batch_size=batch_size, image_size=[h, w], repeats=repeats, device=str(device))
-        r["seconds_per_image"] = r.pop("seconds") / batch_size
-    fwd, fwd_bwd = rows[0], rows[1]
-    for r in rows:
-        r["x_forward"] = r["seconds_per_image"] / fwd["seconds_per_image"]
-        r["x_forward_backward"] = r["seconds_per_image"] / fwd_bwd["seconds_per_image"]
-        base = fwd_bwd["peak_mib"]
-        r["mem_x_forward_backward"] = r["peak_mib"] / base if r["peak_mib"] is not None and base else None
+    for name in entries:
+        row: dict[str, Any] = {"method": name, "seconds_per_image": statistics.median(times[name]) / batch_size,
+                               "peak_mib": None if peaks[name] is None else peaks[name] / 2**20}
+        for base, key in zip(BASELINES, ("forward", "input_grad", "forward_backward")):
+            row[f"x_{key}"] = statistics.median(t / b for t, b in zip(times[name], times[base]))
+            base_peak = peaks[base]
+            row[f"mem_x_{key}"] = peaks[name] / base_peak if peaks[name] is not None and base_peak else None
+        if name in agreement:
+            row["agreement"] = agreement[name]
+        row.update(batch_size=batch_size, image_size=[h, w], repeats=repeats, device=str(device))
+        rows.append(row)
     return rows
 
 
@@ -99,17 +111,86 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     def num(v: float | None, fmt: str) -> str:
         return "n/a" if v is None else format(v, fmt)
 
-    lines = ["| method | ms / image | × forward | × fwd+bwd | peak MiB | memory × fwd+bwd |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['method']} | {r['seconds_per_image'] * 1e3:.2f} | {r['x_forward']:.2f} | "
-              f"{r['x_forward_backward']:.2f} | {num(r['peak_mib'], '.1f')} | "
-              f"{num(r['mem_x_forward_backward'], '.2f')} |" for r in rows]
+    agreement = any("agreement" in r for r in rows)
+    lines = ["| method | ms / image | × fwd | × fwd+bwd | × fwd+input-grad | peak MiB | mem × fwd | mem × fwd+bwd | "
+             "mem × fwd+input-grad |" + (" agreement |" if agreement else ""),
+             "|---|" + "---:|" * (9 if agreement else 8)]
+    for r in rows:
+        line = (f"| {r['method']} | {r['seconds_per_image'] * 1e3:.2f} | {r['x_forward']:.2f} | "
+                f"{r['x_forward_backward']:.2f} | {r['x_input_grad']:.2f} | {num(r['peak_mib'], '.1f')} | "
+                f"{num(r['mem_x_forward'], '.2f')} | {num(r['mem_x_forward_backward'], '.2f')} | "
+                f"{num(r['mem_x_input_grad'], '.2f')} |")
+        lines.append(line + (f" {num(r.get('agreement'), '.8f')} |" if agreement else ""))
     return "\n".join(lines)
 
 
-def _row(method: str, seconds: float, peak_bytes: int | None) -> dict[str, Any]:
-    peak_mib = None if peak_bytes is None else peak_bytes / 2**20
-    return {"method": method, "seconds": seconds, "peak_mib": peak_mib}
+def _baselines(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], ...]:
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def forward_input_grad() -> None:
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(unwrap_logits(model(xg)).sum(), [xg])
+
+    def forward_backward() -> None:
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(unwrap_logits(model(xg)).sum(), [xg, *params])
+
+    return forward, forward_input_grad, forward_backward
+
+
+def _peer_call(peer: str, model: nn.Module, method: str, x: torch.Tensor,
+               targets: torch.Tensor) -> Callable[[], torch.Tensor] | None:
+    """The peer library's equivalent of ``method`` with xvit's default parameters, as a call returning ``(B, h, w)``
+    maps; None where the peer has none."""
+    if peer == "captum":
+        from captum import attr
+
+        t = targets.tolist()
+        calls = {
+            "input_x_gradient": lambda: attr.InputXGradient(model).attribute(x, target=t),
+            "integrated_gradients": lambda: attr.IntegratedGradients(model).attribute(
+                x, target=t, n_steps=50, method="gausslegendre", internal_batch_size=64),
+            "smoothgrad": lambda: attr.NoiseTunnel(attr.Saliency(model)).attribute(
+                x, target=t, nt_type="smoothgrad", nt_samples=50, stdevs=1.0,
+                nt_samples_batch_size=max(1, 64 // x.shape[0])),
+        }
+        call = calls.get(method)
+        return None if call is None else (lambda: call().detach().sum(1))
+    if method != "gradcam":
+        return None
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    adapter = get_adapter(model)
+    layout = adapter.layout(x)
+
+    def reshape(t: torch.Tensor) -> torch.Tensor:
+        return layout.tokens_to_grid(t.transpose(1, 2))
+
+    cam_targets = [ClassifierOutputTarget(int(c)) for c in targets]
+
+    def call() -> torch.Tensor:
+        with pytorch_grad_cam.GradCAM(model=model, target_layers=[adapter.norm1(len(adapter.blocks()) - 1)],
+                                      reshape_transform=reshape) as cam:
+            return torch.as_tensor(cam(input_tensor=x, targets=cam_targets))
+    return call
+
+
+def _agreement(peer: str, method: str, ours: torch.Tensor, theirs: torch.Tensor, x: torch.Tensor) -> float | None:
+    """Pearson correlation of xvit's and the peer's maps over the batch (None where the noise differs)."""
+    if method == "smoothgrad":  # Captum draws noise from the global generator, xvit per image
+        return None
+    if peer == "gradcam":  # grad-cam min-max scales, resizes and scales again; apply the same to xvit's map
+        from pytorch_grad_cam.utils.image import scale_cam_image
+
+        size = (x.shape[-1], x.shape[-2])
+        ours = torch.as_tensor(scale_cam_image(scale_cam_image(ours.cpu().numpy(), target_size=size)))
+    a, b = ours.detach().double().flatten().cpu(), theirs.detach().double().flatten().cpu()
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
 
 def _sync(device: torch.device) -> None:
@@ -117,19 +198,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measure(fn: Callable[[], Any], repeats: int, warmup: int,
-             device: torch.device) -> tuple[float, int | None]:
-    """Median seconds per call and peak memory increase in bytes of one further call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+def _interleaved(entries: dict[str, Callable[[], Any]], repeats: int, warmup: int,
+                 device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of every entry, ``repeats`` rounds that call each entry once, after ``warmup`` rounds."""
+    times: dict[str, list[float]] = {name: [] for name in entries}
+    for r in range(warmup + repeats):
+        for name, fn in entries.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _peak(fn: Callable[[], Any], device: torch.device) -> int | None:
     gc.collect()
     with PeakMemory(device, trim=True) as probe:
         fn()
-    return statistics.median(times), probe.peak
+    return probe.peak

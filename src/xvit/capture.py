@@ -6,10 +6,15 @@ any extra modules asked for), then, if gradients are wanted, one backward pass o
 own gradient). Gradients are taken with ``torch.autograd.grad`` of exactly the recorded tensors, so
 attention and gradient are paired by identity, never by hook order, and no parameter gradients are
 computed. Hooks are removed on exit, also on error.
+
+Methods that need only a reduction of each block's attention (and of its gradient) pass ``reduce``: the
+reduction is applied as soon as the attention (forward) or its gradient (backward) exists, and only its
+result is kept, so no full ``(B, heads, T, T)`` tensor outlives its block.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +36,7 @@ class Recording:
     outputs: dict[str, Tensor] = field(default_factory=dict)
     output_grads: dict[str, Tensor] = field(default_factory=dict)
     input_grad: Tensor | None = None
+    reduced: dict[int, Tensor] = field(default_factory=dict)
 
 
 def select_logits(logits: Tensor, targets: Tensor) -> Tensor:
@@ -48,6 +54,8 @@ def record(
     input_grad: bool = False,
     block_inputs: tuple[int, ...] = (),
     modules: dict[str, nn.Module] | None = None,
+    reduce: Callable[[Tensor, Tensor | None], Tensor] | None = None,
+    reduce_blocks: Sequence[int] | None = None,
 ) -> Recording:
     """Run the model on ``x`` and capture what is asked for.
 
@@ -60,11 +68,25 @@ def record(
         input_grad: record ``d y_c / d x``.
         block_inputs: indices of blocks whose input (the residual stream) to record, detached.
         modules: extra modules whose outputs to record, by name.
+        reduce: ``reduce(A, ∂y_c/∂A)`` (with ``grads``) or ``reduce(A, None)`` for each block in ``reduce_blocks``
+            (default all), kept in ``Recording.reduced`` by block; the full tensors are not kept.
     """
     modules = modules or {}
     need_grad = grads or input_grad
     store: dict[str, Tensor] = {}
     handles = []
+    n_blocks = len(adapter.blocks())
+    reduce_blocks = sorted(set(range(n_blocks) if reduce_blocks is None else reduce_blocks)) if reduce else []
+    reduced: dict[int, Tensor] = {}
+
+    def keep_reduced(index: int):
+        def hook(_m, _inp, out):
+            a = adapter.attention_from_output(out)
+            if grads:
+                store[f"reduce.{index}"] = a
+            else:
+                reduced[index] = reduce(a, None)
+        return hook
 
     def keep(name: str, extract=None):
         def hook(_m, _inp, out):
@@ -81,6 +103,8 @@ def record(
             for i in range(len(adapter.blocks())):
                 handles.append(adapter.attention_module(i).register_forward_hook(
                     keep(f"attn.{i}", adapter.attention_from_output)))
+        for i in reduce_blocks:
+            handles.append(adapter.attention_module(i).register_forward_hook(keep_reduced(i)))
         for name, module in modules.items():
             handles.append(module.register_forward_hook(keep(f"module.{name}")))
         for i in block_inputs:
@@ -95,32 +119,55 @@ def record(
     targets = explained_classes(logits, targets)
     rec = Recording(logits=logits.detach(), targets=targets,
                     block_inputs={i: store[f"block_input.{i}"] for i in block_inputs})
-    n_blocks = len(adapter.blocks())
+    missing = [i for i in range(n_blocks) if attention and f"attn.{i}" not in store]
+    missing += [i for i in reduce_blocks if i not in reduced and f"reduce.{i}" not in store]
+    if missing:
+        raise RuntimeError(
+            f"No attention probabilities were captured for blocks {sorted(set(missing))}: the model ran a fused "
+            "attention kernel. Explain inside xvit.Explainer (which switches to the explicit path), "
+            "or check that the adapter's attention_module() is called in the forward pass."
+        )
     if attention:
-        missing = [i for i in range(n_blocks) if f"attn.{i}" not in store]
-        if missing:
-            raise RuntimeError(
-                f"No attention probabilities were captured for blocks {missing}: the model ran a fused "
-                "attention kernel. Explain inside xvit.Explainer (which switches to the explicit path), "
-                "or check that the adapter's attention_module() is called in the forward pass."
-            )
         rec.attentions = [store[f"attn.{i}"] for i in range(n_blocks)]
     rec.outputs = {name: store[f"module.{name}"] for name in modules}
     if need_grad:
-        wrt: list[Tensor] = []
+        # Reduced blocks: the earliest is differentiated, the later ones hand their gradient to ``reduce`` from a
+        # tensor hook as the backward pass reaches them, so their gradients are never all held at once.
+        first = [store.pop(f"reduce.{reduce_blocks[0]}")] if grads and reduce_blocks else []
+        wrt: list[Tensor] = list(first)
         if grads:
             wrt += rec.attentions + list(rec.outputs.values())
         if input_grad:
             wrt.append(xin)
-        with torch.enable_grad():
-            g = torch.autograd.grad(select_logits(logits, targets).sum(), wrt, allow_unused=True)
+        later = {i: store.pop(f"reduce.{i}") for i in reduce_blocks[1:]} if grads else {}
+        grad_hooks = [a.register_hook(_reduce_hook(reduce, reduced, i, a)) for i, a in later.items()]
+        try:
+            with torch.enable_grad():
+                g = torch.autograd.grad(select_logits(logits, targets).sum(), wrt, allow_unused=True)
+        finally:
+            for h in grad_hooks:
+                h.remove()
         g = [torch.zeros_like(t) if gi is None else gi for t, gi in zip(wrt, g)]
+        for i, a in later.items():  # a block the backward pass did not reach has a zero gradient
+            if i not in reduced:
+                reduced[i] = reduce(a.detach(), torch.zeros_like(a))
+        if first:
+            reduced[reduce_blocks[0]] = reduce(first[0].detach(), g[0])
+            g = g[1:]
         if grads:
             n_att = len(rec.attentions)
             rec.attention_grads = g[:n_att]
             rec.output_grads = dict(zip(rec.outputs, g[n_att:n_att + len(rec.outputs)]))
         if input_grad:
             rec.input_grad = g[-1]
+    rec.reduced = {i: reduced[i] for i in reduce_blocks}
     rec.attentions = [a.detach() for a in rec.attentions]
     rec.outputs = {k: v.detach() for k, v in rec.outputs.items()}
     return rec
+
+
+def _reduce_hook(reduce: Callable[[Tensor, Tensor | None], Tensor], out: dict[int, Tensor], index: int,
+                 attention: Tensor) -> Callable[[Tensor], None]:
+    def hook(grad: Tensor) -> None:
+        out[index] = reduce(attention.detach(), grad)
+    return hook

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from xvit.adapters import get_adapter
 from xvit.data.images import warn_if_unnormalised
 from xvit.methods import METHODS
+from xvit.methods._memory import DEFAULT_MEMORY_FRACTION, available_memory, rows_per_chunk
 from xvit.methods.base import Attribution, Context, Method
 from xvit.models import preprocessing_for
 from xvit.params import Interval, Nullable, validate_params
@@ -24,14 +25,18 @@ from xvit.utils.maps import normalise_maps, upsample_maps
 class Explainer:
     """Explain a ViT's predictions with one attribution method.
 
-    The explainer is a context manager: on entry it switches the model's attention to the explicit path
-    and the model to eval mode; on exit (also after an error) it restores every flag it touched. Called
-    outside a ``with`` block it does the same around the single call.
+    The explainer is a context manager: on entry it puts the model in eval mode and, if the method reads
+    attention probabilities (``method.needs_attention_probs``), switches the model's attention to the explicit
+    path; gradient-only and relevance-engine methods keep the fused kernel. On exit (also after an error) it
+    restores every flag it touched. Called outside a ``with`` block it does the same around the
+    single call.
 
     Args:
         model: a supported ViT (built-in, timm ViT/DeiT, Hugging Face ViT/DeiT).
         method: registry name (see :func:`xvit.methods`), or a :class:`~xvit.methods.Method` instance.
         batch_size: at most this many rows (images x targets) per pass; ``None`` runs the whole batch.
+        max_memory: memory budget in bytes of one pass; rows are chunked so that the method's per-row estimate
+            (:meth:`~xvit.methods.Method.memory_per_row`) fits. ``None``: half the memory available at the call.
         **params: the method's parameters.
 
     Calling it:
@@ -42,9 +47,10 @@ class Explainer:
     """
 
     def __init__(self, model: nn.Module, method: str | Method = "transformer_attribution", *,
-                 batch_size: int | None = None, **params: Any) -> None:
-        validate_params("Explainer", {"batch_size": batch_size},
-                        {"batch_size": Nullable(Interval(1, None, integer=True))})
+                 batch_size: int | None = None, max_memory: int | None = None, **params: Any) -> None:
+        validate_params("Explainer", {"batch_size": batch_size, "max_memory": max_memory},
+                        {"batch_size": Nullable(Interval(1, None, integer=True)),
+                         "max_memory": Nullable(Interval(1, None, integer=True))})
         self.model = model
         self.adapter = get_adapter(model)
         if isinstance(method, Method):
@@ -57,23 +63,33 @@ class Explainer:
             validate_params(method, params, cls.param_constraints)  # before __init__, to name unknown keys
             self.method = cls(**params)
         self.batch_size = batch_size
+        self.max_memory = max_memory
         self._stack: contextlib.ExitStack | None = None
+        self._eager = False
 
     def __enter__(self) -> Explainer:
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(eval_mode(self.model))
-            stack.enter_context(self.adapter.eager_attention())
+            self._stack = stack
+            self._enter_eager_attention()
         except BaseException:
+            self._stack = None
             stack.close()
             raise
-        self._stack = stack
         return self
+
+    def _enter_eager_attention(self) -> None:
+        """Switch to explicit attention for the rest of the ``with`` block if the method reads attention."""
+        if self.method.needs_attention_probs and not self._eager:
+            self._stack.enter_context(self.adapter.eager_attention())
+            self._eager = True
 
     def __exit__(self, *exc: Any) -> bool:
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+            self._eager = False
         return False
 
     def attribute(self, inputs: Tensor, target: Any = None) -> Tensor:
@@ -89,7 +105,9 @@ class Explainer:
         warn_if_unnormalised(x, preprocessing_for(self.model))
 
     def _run(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
-        step = self.batch_size or x.shape[0]
+        budget = self.max_memory or int(DEFAULT_MEMORY_FRACTION * (available_memory(x.device) or 0))
+        fit = rows_per_chunk(budget, self.method.memory_per_row(ctx, x), x.shape[0]) if budget else x.shape[0]
+        step = min(self.batch_size or x.shape[0], fit)
         parts = [self.method.attribute(ctx, x[i:i + step], None if targets is None else targets[i:i + step])
                  for i in range(0, x.shape[0], step)]
         if len(parts) == 1:
@@ -102,6 +120,7 @@ class Explainer:
         if self._stack is None:
             with self:
                 return self(x, target)
+        self._enter_eager_attention()  # also for a method whose parameters changed inside the block
         self._check_input(x)
         B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
         layout = self.adapter.layout(x)

@@ -1,28 +1,39 @@
-"""``xvit bench``: time and peak memory of methods against plain passes measured in the same run."""
+"""``xvit bench``: time and peak memory of methods against plain passes measured in the same rounds."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 
 from xvit.adapters import UnsupportedModelError
 from xvit.cli.common import MAIN_METHODS, UsageError, check_methods, device, load_model, positive_int
 
+NAME = "bench"
+HELP = "time and peak memory of methods relative to a forward, forward+input-gradient and forward+backward pass"
+LARGE_BATCH_MAX_SIZE = 224  # batches above 8 run only at this input size or below (the grid stays within memory)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Time per image (median of --repeats after a warm-up) and peak memory of each method, and "
-                          "their ratios to a plain forward and forward+backward pass of the same model measured in "
-                          "the same run. CPU memory is the peak RSS increase sampled from /proc/self/statm; CUDA "
-                          "memory is torch.cuda.max_memory_allocated.")
-    parser.add_argument("--model", default="xvit-random:tiny",
-                        help="model spec, e.g. xvit-random:PRESET or timm-random:NAME (default: xvit-random:tiny)")
+    parser.description = ("Time per image and peak memory of each method and their ratios to a plain forward, "
+                          "forward+input-gradient and forward+backward pass of the same model, measured in "
+                          "interleaved rounds in one process (medians of per-round ratios). Every combination of "
+                          "--model, --image-size and --batch-size runs, except batches above 8 at inputs larger "
+                          f"than {LARGE_BATCH_MAX_SIZE} px. CPU memory is the peak RSS increase sampled from "
+                          "/proc/self/statm; CUDA memory is torch.cuda.max_memory_allocated.")
+    parser.add_argument("--model", "--models", dest="models", nargs="+", default=["xvit-random:tiny"], metavar="SPEC",
+                        help="model specs, e.g. timm-random:vit_small_patch16_224 (default: xvit-random:tiny)")
     parser.add_argument("--method", "--methods", dest="methods", nargs="+", metavar="M", default=MAIN_METHODS,
                         help="methods to time (default: the main methods)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per call (default: 8)")
-    parser.add_argument("--image-size", type=positive_int, default=None,
-                        help="input side in pixels (default: the model's input size)")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="timed calls per method (default: 5)")
+    parser.add_argument("--batch-size", "--batch-sizes", dest="batch_sizes", type=positive_int, nargs="+",
+                        default=[8], help="images per call (default: 8)")
+    parser.add_argument("--image-size", "--image-sizes", dest="image_sizes", type=positive_int, nargs="+",
+                        default=None, help="input sides in pixels (default: the model's input size)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds (default: 5)")
+    parser.add_argument("--compare", choices=("captum", "gradcam"), default=None,
+                        help="also time the peer library's equivalent calls (pip install 'xvit[bench]') and report "
+                             "the correlation of their maps with xvit's")
     parser.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
 
 
@@ -32,19 +43,34 @@ def run(args: argparse.Namespace) -> int:
     from xvit.bench import format_table, run_benchmark
 
     methods = check_methods(args.methods)
+    if args.compare is not None:
+        module = {"captum": "captum", "gradcam": "pytorch_grad_cam"}[args.compare]
+        try:
+            __import__(module)
+        except ImportError:
+            raise UsageError(f"--compare {args.compare} needs {module}: pip install 'xvit[bench]'") from None
     dev = device(args.device)
-    model = load_model(args.model, args.image_size).to(dev)
+    models = {(spec, size): load_model(spec, size) for spec, size in itertools.product(args.models,
+                                                                                        args.image_sizes or [None])}
     load, cpus = os.getloadavg()[0], os.cpu_count() or 1
     if load > cpus:
         print(f"note: load average {load:.1f} on {cpus} CPUs; other processes compete with the benchmark, "
-              "so timings are noisy", file=sys.stderr)
-    try:
-        rows = run_benchmark(model, methods, batch_size=args.batch_size, image_size=args.image_size,
-                             repeats=args.repeats)
-    except (UnsupportedModelError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    h, w = rows[0]["image_size"]
-    print(f"model {args.model}, device {dev}, batch {args.batch_size}, image {h}x{w}, median of "
-          f"{args.repeats} after 1 warm-up, {torch.get_num_threads()} threads")
-    print(format_table(rows))
+              "so timings are noisy (ratios from interleaved rounds are less affected)", file=sys.stderr)
+    for (spec, size), model in models.items():
+        model = model.to(dev)
+        for batch in args.batch_sizes:
+            if batch > 8 and size is not None and size > LARGE_BATCH_MAX_SIZE:
+                print(f"skipped: {spec}, batch {batch}, image {size} (batches above 8 only up to "
+                      f"{LARGE_BATCH_MAX_SIZE} px)\n")
+                continue
+            try:
+                rows = run_benchmark(model, methods, batch_size=batch, image_size=size, repeats=args.repeats,
+                                     compare=args.compare)
+            except (UnsupportedModelError, ValueError) as e:
+                raise UsageError(str(e)) from None
+            h, w = rows[0]["image_size"]
+            print(f"model {spec}, device {dev}, batch {batch}, image {h}x{w}, median of {args.repeats} interleaved "
+                  f"rounds after 1 warm-up, {torch.get_num_threads()} threads")
+            print(format_table(rows))
+            print(flush=True)
     return 0

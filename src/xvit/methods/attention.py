@@ -6,36 +6,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xvit.methods._rollout import fuse_heads, rollout_factor, rollout_row
 from xvit.methods.base import Attribution, Context, Method, check_start_layer, register_method
 from xvit.params import Interval, Options
 
 ABNAR = "Abnar & Zuidema, Quantifying Attention Flow in Transformers, ACL 2020, arXiv:2005.00928"
-
-
-def fuse_heads(a: Tensor, how: str) -> Tensor:
-    """``(B, heads, T, T)`` -> ``(B, T, T)`` by mean, max or min over heads."""
-    if how == "mean":
-        return a.mean(1)
-    return a.amax(1) if how == "max" else a.amin(1)
-
-
-def rollout_factors(attentions: list[Tensor], head_fusion: str, discard_ratio: float) -> list[Tensor]:
-    """``M^(b) = (Ā^(b) + I) / rowsum`` per block, with optional discarding of the smallest weights."""
-    out = []
-    for a in attentions:
-        fused = fuse_heads(a, head_fusion)
-        B, T, _ = fused.shape
-        if discard_ratio > 0:
-            flat = fused.reshape(B, -1).clone()
-            k = int(discard_ratio * T * T)
-            low = flat.topk(k, dim=-1, largest=False).indices
-            keep0 = flat[:, 0].clone()
-            flat.scatter_(1, low, 0.0)
-            flat[:, 0] = keep0  # the class token's self-attention is never discarded
-            fused = flat.view(B, T, T)
-        m = fused + torch.eye(T, dtype=fused.dtype, device=fused.device)
-        out.append(m / m.sum(-1, keepdim=True))
-    return out
 
 
 @register_method("raw_attention", citation="Baseline in Chefer, Gur & Wolf, Transformer Interpretability Beyond "
@@ -55,9 +30,10 @@ class RawAttention(Method):
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         layer = check_start_layer(self, ctx, "layer")
-        rec = ctx.record(x, targets, attention=True)
-        fused = fuse_heads(rec.attentions[layer].clamp(min=0), self.params["head_fusion"])
-        return Attribution(ctx.layout.readout(fused), rec.logits, rec.targets)
+        how = self.params["head_fusion"]
+        rec = ctx.record(x, targets, reduce=lambda a, _: ctx.layout.readout(fuse_heads(a.clamp(min=0), how)),
+                         reduce_blocks=(layer,))
+        return Attribution(rec.reduced[layer], rec.logits, rec.targets)
 
 
 @register_method("rollout", citation=ABNAR, passes="F")
@@ -82,12 +58,12 @@ class Rollout(Method):
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         start = check_start_layer(self, ctx)
-        rec = ctx.record(x, targets, attention=True)
-        factors = rollout_factors(rec.attentions[start:], self.params["head_fusion"], self.params["discard_ratio"])
-        joint = factors[0]
-        for m in factors[1:]:
-            joint = m @ joint
-        return Attribution(ctx.layout.readout(joint), rec.logits, rec.targets)
+        how, ratio = self.params["head_fusion"], self.params["discard_ratio"]
+        depth = len(ctx.adapter.blocks())
+        rec = ctx.record(x, targets, reduce=lambda a, _: rollout_factor(fuse_heads(a, how), ratio),
+                         reduce_blocks=range(start, depth))
+        return Attribution(rollout_row(ctx.layout, [rec.reduced[b] for b in range(start, depth)]), rec.logits,
+                           rec.targets)
 
 
 def _max_flows(capacity: list[np.ndarray], solver: str) -> np.ndarray:
@@ -160,8 +136,10 @@ class AttentionFlow(Method):
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         start = check_start_layer(self, ctx)
-        rec = ctx.record(x, targets, attention=True)
-        factors = [m.double().cpu().numpy() for m in rollout_factors(rec.attentions[start:], "mean", 0.0)]
+        depth = len(ctx.adapter.blocks())
+        rec = ctx.record(x, targets, reduce=lambda a, _: rollout_factor(fuse_heads(a, "mean")),
+                         reduce_blocks=range(start, depth))
+        factors = [rec.reduced[b].double().cpu().numpy() for b in range(start, depth)]
         maps = []
         for i in range(x.shape[0]):
             flows = _max_flows([f[i] for f in factors], self.params["solver"])

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from xvit.adapters.base import TokenLayout, ViTAdapter
 from xvit.capture import Recording, record
+from xvit.methods._memory import forward_backward_bytes
 from xvit.params import InvalidParameterError, Parameterized
 from xvit.registry import Registry
 
@@ -59,10 +60,21 @@ class Method(Parameterized, abc.ABC):
     # methods; the explainer stacks the K copies on the batch axis). False: one set of passes scores every class
     # (mask methods), and ``attribute`` receives the ``(N, K)`` targets and returns ``N·K`` maps, image-major.
     per_target_pass: ClassVar[bool] = True
+    # True: the method reads attention probabilities of the real model, so the explainer switches its fused
+    # attention to the explicit path. Methods that read none keep the fused kernel.
+    needs_attention_probs: ClassVar[bool] = True
+    # Peak memory of one row in units of one row's plain forward+backward pass (see :meth:`memory_per_row`).
+    memory_factor: ClassVar[float] = 1.0
     param_constraints: ClassVar[dict[str, Any]] = {}
 
     def validate(self, ctx: Context) -> None:
         """Check parameters against the model (e.g. ``start_layer`` < number of blocks)."""
+
+    def memory_per_row(self, ctx: Context, x: Tensor) -> int | None:
+        """Estimated peak bytes per row of ``x``, used to chunk a batch to the explainer's ``max_memory``;
+        None when unknown (no chunking)."""
+        base = forward_backward_bytes(ctx.adapter, ctx.layout, x)
+        return None if base is None else int(self.memory_factor * base)
 
     @abc.abstractmethod
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:

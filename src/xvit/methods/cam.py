@@ -21,6 +21,7 @@ class GradCAM(Method):
         layer: block whose LN1 output is used (default -1, the last).
     """
 
+    needs_attention_probs = False
     param_constraints = {"layer": Interval(None, None, integer=True)}
 
     def __init__(self, *, layer: int = -1) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from xvit.methods._rollout import gradient_weighted, residual_rollout_row
 from xvit.methods.base import Attribution, Context, Method, check_start_layer, register_method
-from xvit.methods.gradient_attention import relevance_rollout
 from xvit.params import Interval, Options
 from xvit.relevance import COMPOSITES, propagate, residual_stream
 
@@ -28,6 +28,8 @@ class TransformerAttribution(Method):
             script of the reference passes 1, which is xvit's default.
     """
 
+    needs_attention_probs = False  # the relevance engine re-plays the model with its own explicit attention
+    memory_factor = 2.5
     param_constraints = {"start_layer": Interval(None, None, integer=True)}
 
     def __init__(self, *, start_layer: int = 1) -> None:
@@ -36,11 +38,13 @@ class TransformerAttribution(Method):
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         start = check_start_layer(self, ctx)
         depth = len(ctx.adapter.blocks())
-        # One re-played forward from block `start`, then a gradient and a relevance backward over it.
+        # One re-played forward from block `start`, then a gradient and a relevance backward over it; the relevance
+        # pass fuses each block with its gradient as it reaches it and stops at block `start`'s attention.
         prop = propagate(ctx.adapter, _composite("conservative"), targets, z=residual_stream(ctx.adapter, x, start),
-                         start=start, attention_blocks=range(start, depth), attention_gradients=True)
-        fused = [(prop.attention_grads[b] * prop.attention[b]).clamp(min=0).mean(1) for b in range(start, depth)]
-        return Attribution(ctx.layout.readout(relevance_rollout(fused)), prop.logits, prop.targets)
+                         start=start, attention_blocks=range(start, depth), attention_gradients=True,
+                         reduce=gradient_weighted, start_relevance=False)
+        fused = [prop.attention[b] for b in range(start, depth)]
+        return Attribution(residual_rollout_row(ctx.layout, fused), prop.logits, prop.targets)
 
 
 @register_method("partial_lrp", citation=f"Baseline in {CHEFER}; after Voita et al., ACL 2019, arXiv:1905.09418",
@@ -54,6 +58,8 @@ class PartialLRP(Method):
         is_ablation: multiply ``R^(L)`` by the attention gradient before the clamp.
     """
 
+    needs_attention_probs = False
+    memory_factor = 0.5
     param_constraints = {"rules": RULES, "is_ablation": Options((True, False))}
 
     def __init__(self, *, rules: str = "lrp", is_ablation: bool = False) -> None:
@@ -61,14 +67,16 @@ class PartialLRP(Method):
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         last = len(ctx.adapter.blocks()) - 1
-        ablation = self.params["is_ablation"]
-        rec = ctx.record(x, targets, attention=ablation, grads=ablation, block_inputs=(last,))
+        rec = ctx.record(x, targets, block_inputs=(last,))
+
+        def readout(rel: Tensor, grad: Tensor | None) -> Tensor:
+            return ctx.layout.readout((rel if grad is None else rel * grad).clamp(min=0).mean(1))
+
+        # The ablation's attention gradient comes from the re-played block in gradient mode (the true gradient).
         prop = propagate(ctx.adapter, _composite(self.params["rules"]), rec.targets, z=rec.block_inputs[last],
-                         start=last, attention_blocks=(last,))
-        rel = prop.attention[last]
-        if ablation:
-            rel = rel * rec.attention_grads[last]
-        return Attribution(ctx.layout.readout(rel.clamp(min=0).mean(1)), rec.logits, rec.targets)
+                         start=last, attention_blocks=(last,), attention_gradients=self.params["is_ablation"],
+                         reduce=readout, start_relevance=False)
+        return Attribution(prop.attention[last], rec.logits, rec.targets)
 
 
 @register_method("full_lrp", citation=f"Baseline 'LRP' in {CHEFER}; Bach et al., PLOS ONE 2015",
@@ -85,6 +93,8 @@ class FullLRP(Method):
     signed = True
     resolution = "pixels"
     relevance_start = "one_hot"  # R_out = 1 at the explained class (conservation reads Σ R / 1)
+    needs_attention_probs = False
+    memory_factor = 2.5
     param_constraints = {"rules": RULES}
 
     def __init__(self, *, rules: str = "lrp") -> None:

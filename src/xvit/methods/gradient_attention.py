@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+from xvit.methods._rollout import gradient_weighted, residual_rollout_row
 from xvit.methods.base import Attribution, Context, Method, check_start_layer, register_method
 from xvit.params import Interval
-
-
-def relevance_rollout(fused: list[Tensor]) -> Tensor:
-    """``R = Π_b (I + Ā^(b))`` with later blocks on the left (Chefer et al. 2021b, rule 6); no row
-    normalisation."""
-    B, T, _ = fused[0].shape
-    r = torch.eye(T, dtype=fused[0].dtype, device=fused[0].device).expand(B, T, T)
-    for a in fused:
-        r = r + a @ r
-    return r
 
 
 @register_method("grad_attention_rollout", citation="Chefer, Gur & Wolf, Generic Attention-model Explainability "
@@ -37,10 +27,10 @@ class GradAttentionRollout(Method):
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         start = check_start_layer(self, ctx)
-        rec = ctx.record(x, targets, attention=True, grads=True)
-        fused = [(g * a).clamp(min=0).mean(1)
-                 for a, g in zip(rec.attentions[start:], rec.attention_grads[start:])]
-        return Attribution(ctx.layout.readout(relevance_rollout(fused)), rec.logits, rec.targets)
+        depth = len(ctx.adapter.blocks())
+        rec = ctx.record(x, targets, grads=True, reduce=gradient_weighted, reduce_blocks=range(start, depth))
+        fused = [rec.reduced[b] for b in range(start, depth)]
+        return Attribution(residual_rollout_row(ctx.layout, fused), rec.logits, rec.targets)
 
 
 @register_method("attention_gradcam", citation="Grad-CAM baseline on the last attention map in Chefer, Gur & "
@@ -57,8 +47,12 @@ class AttentionGradCAM(Method):
         super().__init__()
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
-        rec = ctx.record(x, targets, attention=True, grads=True)
-        a = ctx.layout.readout(rec.attentions[-1])  # (B, heads, h, w)
-        g = ctx.layout.readout(rec.attention_grads[-1])
-        weights = g.mean(dim=(-2, -1), keepdim=True)
-        return Attribution((weights * a).mean(1).clamp(min=0), rec.logits, rec.targets)
+        last = len(ctx.adapter.blocks()) - 1
+        rec = ctx.record(x, targets, grads=True, reduce=lambda a, g: _attention_cam(ctx, a, g), reduce_blocks=(last,))
+        return Attribution(rec.reduced[last], rec.logits, rec.targets)
+
+
+def _attention_cam(ctx: Context, attention: Tensor, grad: Tensor) -> Tensor:
+    a = ctx.layout.readout(attention)  # (B, heads, h, w)
+    weights = ctx.layout.readout(grad).mean(dim=(-2, -1), keepdim=True)
+    return (weights * a).mean(1).clamp(min=0)

@@ -19,6 +19,12 @@ def _input_grads(ctx: Context, x: Tensor, targets: Tensor, chunk: int) -> Tensor
                       for i in range(0, x.shape[0], chunk)])
 
 
+def _path_bytes(x: Tensor, copies: int) -> int:
+    """Per-row memory of a method that makes ``copies`` noisy or scaled copies of each row and their gradients; the
+    forward+backward passes over them run ``internal_batch_size`` rows at a time whatever the number of rows."""
+    return 3 * copies * x[0].numel() * x.element_size()
+
+
 def _predict(ctx: Context, x: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         logits = ctx.adapter.forward(x)
@@ -33,6 +39,7 @@ class InputXGradient(Method):
 
     signed = True
     resolution = "pixels"
+    needs_attention_probs = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,6 +77,7 @@ class IntegratedGradients(Method):
 
     signed = True
     resolution = "pixels"
+    needs_attention_probs = False
     param_constraints = {"n_steps": Interval(1, None, integer=True),
                          "approximation": Options(("gausslegendre", "riemann_trapezoid")),
                          "baseline": Options(("zero", "black", "blur")),
@@ -79,6 +87,9 @@ class IntegratedGradients(Method):
                  internal_batch_size: int = 64) -> None:
         super().__init__(n_steps=n_steps, approximation=approximation, baseline=baseline,
                          internal_batch_size=internal_batch_size)
+
+    def memory_per_row(self, ctx: Context, x: Tensor) -> int:
+        return _path_bytes(x, self.params["n_steps"])
 
     def _nodes(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.params["n_steps"]
@@ -125,6 +136,7 @@ class SmoothGrad(Method):
     """
 
     resolution = "pixels"
+    needs_attention_probs = False
     param_constraints = {"n_samples": Interval(1, None, integer=True), "noise_level": Interval(0, None),
                          "stdevs": Nullable(Interval(0, None)),
                          "base": Options(("saliency", "gradient", "input_x_gradient")),
@@ -141,6 +153,9 @@ class SmoothGrad(Method):
     @property
     def signed(self) -> bool:  # type: ignore[override]
         return self.params["base"] != "saliency" and self.params["nt_type"] == "smoothgrad"
+
+    def memory_per_row(self, ctx: Context, x: Tensor) -> int:
+        return _path_bytes(x, self.params["n_samples"])
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p = self.params

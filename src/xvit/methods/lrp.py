@@ -14,6 +14,8 @@ GAMMA = Interval(0, None)
 class _GradientLRP(Method):
     signed = True
     resolution = "pixels"
+    needs_attention_probs = False  # the relevance engine re-plays the model with its own explicit attention
+    memory_factor = 1.5
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         prop = propagate(ctx.adapter, COMPOSITES.get(self.name)(**self.params), targets, x=x)

@@ -88,7 +88,8 @@ def chefer2021(conservative: bool = True) -> Composite:
     return Composite(
         "chefer2021" if conservative else "chefer2021_lrp", convention="relevance",
         linear=AlphaBeta(mode, conservative), conv=ZBox(mode), norm=passthrough, act=passthrough,
-        softmax=passthrough, scale=passthrough, matmul=HalfBilinear(mode), add=ZAdd(mode, rescale=conservative),
+        softmax=PassThrough(mode, "softmax"), scale=PassThrough(mode, "linear"), matmul=HalfBilinear(mode),
+        add=ZAdd(mode, rescale=conservative),
         clone=ZClone(mode), mean=ZMean(mode), mode=mode,
     )
 

@@ -9,7 +9,7 @@ probabilities of the blocks asked for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -90,7 +90,7 @@ class Propagation:
 
     logits: Tensor
     targets: Tensor
-    start: Tensor
+    start: Tensor | None
     attention: dict[int, Tensor] = field(default_factory=dict)
     attention_grads: dict[int, Tensor] = field(default_factory=dict)
 
@@ -105,7 +105,8 @@ def residual_stream(adapter: ViTAdapter, x: Tensor, block: int) -> Tensor:
 
 def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None, *, x: Tensor | None = None,
               z: Tensor | None = None, start: int = 0, attention_blocks: Iterable[int] = (),
-              attention_gradients: bool = False) -> Propagation:
+              attention_gradients: bool = False, reduce: Callable[[Tensor, Tensor | None], Tensor] | None = None,
+              start_relevance: bool = True) -> Propagation:
     """Relevance of the explained logits at the start point (pixels or block input) and at attention.
 
     The seed is the one-hot vector of each row's target (Chefer et al. 2021 start from relevance 1;
@@ -113,28 +114,63 @@ def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None,
     returned relevances are ``input * modified gradient``; in the ``relevance`` convention they are
     the propagated relevance itself. ``attention_gradients=True`` (relevance-convention composites) also
     returns ``∂y_c/∂A`` of the same blocks from a true-gradient backward pass over the same forward graph.
+
+    With ``reduce``, ``attention[b]`` is ``reduce(R_A^(b), ∂y_c/∂A^(b) or None)``, computed as the relevance
+    pass reaches block ``b``; each block's gradient is released there and no full relevance is kept.
+    ``start_relevance=False`` skips the relevance at the start point (``start`` is then None), so the pass
+    stops at the earliest attention asked for.
     """
     origin = (x if x is not None else z).detach().requires_grad_(True)
     attn: list[Tensor] = []
+    blocks = sorted(set(attention_blocks))
+    if not start_relevance and not blocks:
+        raise ValueError("propagate() with start_relevance=False needs attention_blocks.")
     with torch.enable_grad():
         kwargs = {"x": origin} if x is not None else {"z": origin, "start": start}
         logits = vit_graph(adapter, composite, attn_out=attn, **kwargs)
         targets = explained_classes(logits, targets)
         seed = torch.zeros_like(logits).scatter_(1, targets.view(-1, 1), 1.0)
-        blocks = sorted(set(attention_blocks))
-        wrt = [origin] + [attn[b - start] for b in blocks]
+        tensors = [attn[b - start] for b in blocks]
         attention_grads: dict[int, Tensor] = {}
         if attention_gradients:
             if composite.mode is None:
                 raise ValueError(f"Composite {composite.name!r} has no gradient mode.")
             composite.mode.gradient = True
             try:
-                g = torch.autograd.grad(logits, wrt[1:], grad_outputs=seed, retain_graph=True)
+                g = torch.autograd.grad(logits, tensors, grad_outputs=seed, retain_graph=True)
             finally:
                 composite.mode.gradient = False
             attention_grads = dict(zip(blocks, g))
-        grads = torch.autograd.grad(logits, wrt, grad_outputs=seed)
-    if composite.convention == "gradient":
-        grads = [t.detach() * g for t, g in zip(wrt, grads)]
-    return Propagation(logits=logits.detach(), targets=targets, start=grads[0],
-                       attention=dict(zip(blocks, grads[1:])), attention_grads=attention_grads)
+        if reduce is None:
+            grads = torch.autograd.grad(logits, [origin] + tensors, grad_outputs=seed)
+            if composite.convention == "gradient":
+                grads = [t.detach() * g for t, g in zip([origin] + tensors, grads)]
+            return Propagation(logits=logits.detach(), targets=targets, start=grads[0],
+                               attention=dict(zip(blocks, grads[1:])), attention_grads=attention_grads)
+        attention: dict[int, Tensor] = {}
+
+        def reduced(block: int, tensor: Tensor, grad: Tensor) -> Tensor:
+            rel = tensor.detach() * grad if composite.convention == "gradient" else grad
+            return reduce(rel, attention_grads.pop(block, None))
+
+        def hook(block: int, tensor: Tensor) -> Callable[[Tensor], None]:
+            return lambda grad: attention.__setitem__(block, reduced(block, tensor, grad))
+
+        # Later blocks are reduced from tensor hooks as the backward pass reaches them; the pass itself
+        # differentiates only the earliest attention (and the start point when asked for).
+        handles = [t.register_hook(hook(b, t)) for b, t in zip(blocks[1:], tensors[1:])]
+        wrt = ([origin] if start_relevance else []) + tensors[:1]
+        try:
+            grads = torch.autograd.grad(logits, wrt, grad_outputs=seed, allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads)]
+    for b, t in zip(blocks, tensors):
+        if b not in attention:
+            attention[b] = reduced(b, t, grads[-1] if b == blocks[0] else torch.zeros_like(t))
+    start_rel = None
+    if start_relevance:
+        start_rel = origin.detach() * grads[0] if composite.convention == "gradient" else grads[0]
+    return Propagation(logits=logits.detach(), targets=targets, start=start_rel,
+                       attention={b: attention[b] for b in blocks})

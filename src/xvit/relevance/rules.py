@@ -62,14 +62,47 @@ class _PassThroughFn(Function):
             return torch.autograd.grad(ctx.fn(xg), xg, r)[0], None, None
 
 
-class PassThrough:
-    """Identity rule: relevance passes unchanged (LayerNorm, GELU, softmax, scalings)."""
+class _LinearPassThroughFn(Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], mode: BackwardMode) -> Tensor:
+        ctx.fn, ctx.mode = fn, mode
+        return fn(x)
 
-    def __init__(self, mode: BackwardMode) -> None:
+    @staticmethod
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None]:
+        return (ctx.fn(r) if ctx.mode.gradient else r), None, None
+
+
+class _SoftmaxPassThroughFn(Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], mode: BackwardMode) -> Tensor:
+        y = fn(x)
+        ctx.mode = mode
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None]:
+        if not ctx.mode.gradient:
+            return r, None, None
+        (y,) = ctx.saved_tensors
+        return y * (r - (r * y).sum(-1, keepdim=True)), None, None
+
+
+class PassThrough:
+    """Identity rule: relevance passes unchanged (LayerNorm, GELU, softmax, scalings).
+
+    In gradient mode the backward is the op's true gradient: ``kind="generic"`` re-computes it from the saved input,
+    ``"linear"`` (scalings) applies the op to the gradient and saves nothing, ``"softmax"`` (over the last axis)
+    uses the saved output, ``y ⊙ (g − Σ g ⊙ y)``, which the next product keeps anyway.
+    """
+
+    def __init__(self, mode: BackwardMode, kind: str = "generic") -> None:
         self.mode = mode
+        self.fn = {"generic": _PassThroughFn, "linear": _LinearPassThroughFn, "softmax": _SoftmaxPassThroughFn}[kind]
 
     def __call__(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        return _PassThroughFn.apply(x, fn, self.mode)
+        return self.fn.apply(x, fn, self.mode)
 
 
 class _AlphaBetaFn(Function):

@@ -1,0 +1,34 @@
+"""Recording with a per-block reduction equals reducing the full recording."""
+
+import pytest
+import torch
+
+import xvit
+from xvit.adapters import get_adapter
+from xvit.capture import record
+from xvit.methods._rollout import gradient_weighted
+
+from .tiny_models import SIZE, make
+
+
+@pytest.mark.parametrize("grads", [False, True])
+def test_reduced_recording_equals_the_reduced_full_recording(grads):
+    model = make("timm_reg_avg_dynamic").double()
+    adapter = get_adapter(model)
+    x = torch.randn(3, 3, SIZE, SIZE, dtype=torch.float64)
+    targets = torch.tensor([0, 2, 4])
+    reduce = gradient_weighted if grads else (lambda a, g: a.amax(1))
+    with xvit.Explainer(model, "rollout"):  # explicit attention
+        full = record(adapter, x, targets, attention=True, grads=grads)
+        part = record(adapter, x, targets, grads=grads, reduce=reduce, reduce_blocks=(0, 1))
+    assert sorted(part.reduced) == [0, 1] and part.attentions == [] and part.attention_grads == []
+    for b in (0, 1):
+        expect = reduce(full.attentions[b], full.attention_grads[b] if grads else None)
+        torch.testing.assert_close(part.reduced[b], expect)
+    torch.testing.assert_close(part.logits, full.logits)
+
+
+def test_reduced_recording_refuses_a_fused_kernel():
+    model = make("timm_vit")
+    with pytest.raises(RuntimeError, match="fused attention kernel"):
+        record(get_adapter(model), torch.randn(1, 3, SIZE, SIZE), None, reduce=lambda a, g: a, reduce_blocks=(1,))
