@@ -96,3 +96,32 @@ def test_argparse_lives_only_in_the_cli_package():
     users = sorted(name for name, path in _modules().items()
                    if not name.startswith("xvit.cli") and "argparse" in path.read_text())
     assert users == []
+
+
+# The layers of docs/architecture.md: a module may import its own layer and the ones below, never above.
+LAYERS = {
+    "_compat": 0, "utils": 0, "registry": 0, "params": 0, "version": 0,
+    "models": 1,
+    "adapters": 2, "data": 2,
+    "targets": 3, "capture": 3, "relevance": 3, "perturb": 3,
+    "methods": 4,
+    "viz": 5, "result": 5, "explainer": 5,
+    "pipeline": 6, "analysis": 6, "evaluate": 6, "training": 6, "bench": 6, "report": 6,
+    "app": 7,
+    "cli": 8, "__main__": 8, "xvit": 8,
+}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "xvit"
+
+
+def test_every_top_level_module_has_a_layer():
+    assert {_part(m) for m in _modules()} <= set(LAYERS)
+
+
+def test_imports_only_go_down_the_layers():
+    upward = sorted(f"{a} -> {b}" for a, deps in _imports(_modules()).items() for b in deps
+                    if LAYERS[_part(b)] > LAYERS[_part(a)])
+    assert upward == []

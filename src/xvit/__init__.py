@@ -11,7 +11,7 @@ from xvit.explainer import Explainer, explain  # noqa: E402
 from xvit.methods import methods  # noqa: E402
 from xvit.models import load_model  # noqa: E402
 from xvit.result import Explanation  # noqa: E402
+from xvit.version import __version__  # noqa: E402
 
-__version__ = "0.1.0"
 __all__ = ["Explainer", "Explanation", "analyse", "analyses", "ensure_torchvision_importable", "explain", "get_adapter",
            "load_images", "load_model", "methods", "__version__"]

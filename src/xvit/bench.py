@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-import xvit
 from xvit.adapters import get_adapter
 from xvit.data.preprocess import channels, normalise
+from xvit.explainer import Explainer
 from xvit.models import preprocessing_for
 from xvit.utils.logits import unwrap_logits
 from xvit.utils.memory import PeakMemory
@@ -76,7 +76,7 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
     x = x.to(device, param.dtype)
 
     entries: dict[str, Callable[[], Any]] = dict(zip(BASELINES, _baselines(model, x)))
-    explainers = {m: xvit.Explainer(model, method=m) for m in methods}
+    explainers = {m: Explainer(model, method=m) for m in methods}
     entries.update({m: (lambda e=e: e(x)) for m, e in explainers.items()})
     agreement: dict[str, float | None] = {}
     if compare is not None:

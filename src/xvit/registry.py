@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
@@ -36,6 +37,21 @@ class Registry(Generic[T]):
             raise ValueError(f"A {self.kind} named {name!r} is already registered.")
         self._entries[name] = entry
         self._info[name] = info
+
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its entry (e.g. a method registered for one notebook session or test)."""
+        entry = self.get(name)
+        del self._entries[name], self._info[name]
+        return entry
+
+    @contextlib.contextmanager
+    def registered(self, name: str, entry: T, **info: Any) -> Iterator[T]:
+        """Register ``entry`` for the duration of a ``with`` block, also removed after an error."""
+        self.add(name, entry, **info)
+        try:
+            yield entry
+        finally:
+            self.remove(name)
 
     def get(self, name: str) -> T:
         try:

@@ -46,9 +46,9 @@ def write_html_report(out_dir: str | os.PathLike, records: Sequence[ImageRecord]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if citations is None:
-        import xvit
+        from xvit.methods import methods
 
-        citations = {name: info.get("citation", "") for name, info in xvit.methods().items()}
+        citations = {name: info.get("citation", "") for name, info in methods().items()}
     esc = html.escape
     parts = ["<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">",
              f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<h1>{esc(title)}</h1>"]

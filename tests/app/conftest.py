@@ -25,7 +25,7 @@ SLOW = {"slow_app_method": {}}
 
 
 @pytest.fixture
-def slow_method(monkeypatch):
+def slow_method():
     """Registers ``slow_app_method``: forward passes until stopped (the app's cancellation and time limit)."""
     from xvit.methods import METHODS
     from xvit.methods.base import Method
@@ -41,8 +41,8 @@ def slow_method(monkeypatch):
             while True:
                 ctx.adapter.forward(x)
 
-    monkeypatch.setitem(METHODS._entries, "slow_app_method", Slow)
-    monkeypatch.setitem(METHODS._info, "slow_app_method", {"citation": "test", "passes": "many F"})
+    with METHODS.registered("slow_app_method", Slow, citation="test", passes="many F"):
+        yield Slow
 
 
 def png(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:

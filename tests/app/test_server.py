@@ -109,7 +109,7 @@ def test_methods_listing_carries_every_parameter_constraint(client):
     assert methods["attnlrp"]["signed"] is True and methods["rollout"]["signed"] is False
 
 
-def test_a_newly_registered_method_appears_and_runs(client, monkeypatch):
+def test_a_newly_registered_method_appears_and_runs(client):
     class Toy(Method):
         """Toy map: the input's first channel."""
 
@@ -127,8 +127,11 @@ def test_a_newly_registered_method_appears_and_runs(client, monkeypatch):
             chosen = logits.argmax(-1) if targets is None else targets
             return Attribution(x[:, 0] * self.params["scale"], logits, chosen)
 
-    monkeypatch.setitem(METHODS._entries, "toy_app_method", Toy)
-    monkeypatch.setitem(METHODS._info, "toy_app_method", {"citation": "test", "passes": "F"})
+    with METHODS.registered("toy_app_method", Toy, citation="test", passes="F"):
+        _check_toy_method(client)
+
+
+def _check_toy_method(client):
     listed = client.get("/api/methods").json()["methods"]["toy_app_method"]
     assert [p["name"] for p in listed["params"]] == ["scale", "mode", "cap"]
     assert listed["params"][2]["constraint"]["kind"] == "nullable"
@@ -226,7 +229,10 @@ def test_a_stalled_upload_is_408():
     with running_server(body_timeout_s=0.3) as url, socket.create_connection(
             (urlsplit(url).hostname, urlsplit(url).port), timeout=10) as conn:
         conn.sendall(head)  # and then nothing more
-        reply = conn.recv(4096).decode()
+        reply = b""
+        while b"stopped arriving" not in reply and (chunk := conn.recv(4096)):  # headers and body may come apart
+            reply += chunk
+        reply = reply.decode()
     assert reply.startswith("HTTP/1.1 408") and "stopped arriving" in reply
 
 

@@ -348,11 +348,10 @@ class MaskShare(Metric):
 
 
 @pytest.fixture
-def mask_share(monkeypatch):
-    """MaskShare registered for one test (the registry is restored afterwards)."""
-    monkeypatch.setattr(METRICS, "_entries", dict(METRICS._entries))
-    monkeypatch.setattr(METRICS, "_info", dict(METRICS._info))
-    return register_metric("mask_share", citation="a test")(MaskShare)
+def mask_share():
+    """MaskShare registered for one test (removed afterwards)."""
+    yield register_metric("mask_share", citation="a test")(MaskShare)
+    METRICS.remove("mask_share")
 
 
 def test_a_registered_metric_runs_with_its_columns_summary_and_plots(mask_share, ckpt, model, tmp_path, capsys):

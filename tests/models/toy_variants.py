@@ -28,5 +28,5 @@ def registered(name: str, cls: type, vit_compatible: bool) -> Iterator[None]:
                    vit_compatible=vit_compatible, citation="test variant")(cls)
     try:
         yield
-    finally:  # the registry has no public removal: variants live for the process
-        del MODEL_VARIANTS._entries[name], MODEL_VARIANTS._info[name]
+    finally:
+        MODEL_VARIANTS.remove(name)

@@ -18,11 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from xvit.models import ASSETS, bundled_models, create_vit, load_model, model_card, preprocessing_for
+from xvit.models import ASSETS, RANDOM_HF_CONFIGS, bundled_models, load_model, model_card, preprocessing_for
 
 RANDOM_XVIT = ("nano", "tiny", "small")
 RANDOM_TIMM = ("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "vit_small_patch16_224")
-RANDOM_HF = {"vit-tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768)}
 
 
 class UnknownEntryError(KeyError):
@@ -41,29 +40,6 @@ class ModelEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "label": self.label, "kind": self.kind, "description": self.description}
-
-
-def _seeded(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    """``build`` under seed 0 without touching the process's random state."""
-
-    def seeded() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return build().eval()
-
-    return seeded
-
-
-def _timm_random(name: str) -> nn.Module:
-    import timm
-
-    return timm.create_model(name, pretrained=False)
-
-
-def _hf_random(config: dict[str, Any]) -> nn.Module:
-    from transformers import ViTConfig, ViTForImageClassification
-
-    return ViTForImageClassification(ViTConfig(num_labels=1000, **config))
 
 
 def _installed(module: str) -> bool:
@@ -89,17 +65,19 @@ def model_entries(allow_dirs: tuple[Path, ...] = ()) -> dict[str, ModelEntry]:
         add(ModelEntry(name, name, "bundled", _first_line(model_card(name)) or "bundled checkpoint",
                        lambda name=name: load_model(name)))
     for preset in RANDOM_XVIT:
-        add(ModelEntry(f"xvit-random:{preset}", f"xvit ViT-{preset} (random weights)", "random",
-                       "built-in ViT, seed 0", _seeded(lambda preset=preset: create_vit(preset))))
+        spec = f"xvit-random:{preset}"
+        add(ModelEntry(spec, f"xvit ViT-{preset} (random weights)", "random", "built-in ViT, seed 0",
+                       lambda spec=spec: load_model(spec)))
     if _installed("timm"):
         for name in RANDOM_TIMM:
-            add(ModelEntry(f"timm-random:{name}", f"timm {name} (random weights)", "random",
-                           "timm architecture, seed 0", _seeded(lambda name=name: _timm_random(name))))
+            spec = f"timm-random:{name}"
+            add(ModelEntry(spec, f"timm {name} (random weights)", "random", "timm architecture, seed 0",
+                           lambda spec=spec: load_model(spec)))
     if _installed("transformers"):
-        for name, config in RANDOM_HF.items():
-            add(ModelEntry(f"hf-random:{name}", f"Hugging Face ViT {name} (random weights)", "random",
-                           "transformers ViTForImageClassification, seed 0",
-                           _seeded(lambda config=config: _hf_random(config))))
+        for name in RANDOM_HF_CONFIGS:
+            spec = f"hf-random:{name}"
+            add(ModelEntry(spec, f"Hugging Face ViT {name} (random weights)", "random",
+                           "transformers ViTForImageClassification, seed 0", lambda spec=spec: load_model(spec)))
     for i, folder in enumerate(allow_dirs):
         for path in _checkpoints(Path(folder)):
             rel = path.name if path != Path(folder) else Path(folder).name

@@ -9,9 +9,8 @@ from typing import Any
 
 import matplotlib
 
-import xvit
-from xvit.analysis import ANALYSES
-from xvit.methods import METHODS
+from xvit.analysis import ANALYSES, analyses
+from xvit.methods import METHODS, methods
 from xvit.params import Interval, InvalidParameterError, Nullable, Options
 from xvit.registry import did_you_mean
 from xvit.utils.jsonable import jsonable
@@ -45,14 +44,14 @@ def method_listing() -> dict[str, dict[str, Any]]:
     """``xvit.methods()`` with each parameter's default and constraint."""
     return {name: {**jsonable({k: v for k, v in info.items() if k != "params"}),
                    "params": _params(METHODS.get(name), info["params"])}
-            for name, info in xvit.methods().items()}
+            for name, info in methods().items()}
 
 
 def analysis_listing() -> dict[str, dict[str, Any]]:
     """``xvit.analyses()`` with each parameter's default and constraint."""
     return {name: {**jsonable({k: v for k, v in info.items() if k != "params"}),
                    "params": _params(ANALYSES.get(name), info["params"])}
-            for name, info in xvit.analyses().items()}
+            for name, info in analyses().items()}
 
 
 def colormaps(stops: int = 11) -> dict[str, dict[str, Any]]:

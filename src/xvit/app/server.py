@@ -27,7 +27,6 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import xvit
 from xvit.app.catalog import ModelCache, ModelEntry, model_entries, sample_entries
 from xvit.app.images import ImageLoadError, ImageStore, ImageTooLargeError, StoredImage, thumbnail_png
 from xvit.app.jobs import TERMINAL, Job, JobPool, QueueFullError
@@ -41,6 +40,7 @@ from xvit.app.schema import (
 )
 from xvit.app.settings import Settings
 from xvit.app.work import ExplainOutput, analyse, explain, png_bytes, predict
+from xvit.version import __version__
 
 STATIC = Path(__file__).resolve().parent / "static"
 JSON_BODY_LIMIT = 256 * 1024
@@ -152,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         pool.shutdown()
 
-    app = FastAPI(title="xvit", version=xvit.__version__, docs_url=None, redoc_url=None, openapi_url=None,
+    app = FastAPI(title="xvit", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.pool = pool
@@ -220,13 +220,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": xvit.__version__, "jobs_active": pool.active(),
+        return {"status": "ok", "version": __version__, "jobs_active": pool.active(),
                 "models_loaded": models.loaded(), "images_stored": len(store)}
 
     @app.get("/api/config")
     async def config() -> dict[str, Any]:
         s = settings
-        return {"version": xvit.__version__, "device": s.device, "workers": s.workers, "max_queue": s.max_queue,
+        return {"version": __version__, "device": s.device, "workers": s.workers, "max_queue": s.max_queue,
                 "job_timeout_s": s.job_timeout_s, "max_upload_bytes": s.max_upload_bytes,
                 "max_pixels": s.max_pixels, "max_files": s.max_files, "max_images_per_job": s.max_images_per_job,
                 "max_methods_per_job": s.max_methods_per_job, "colormaps": colormaps()}

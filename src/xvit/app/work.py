@@ -13,18 +13,19 @@ from typing import Any
 import torch
 from PIL import Image
 
-import xvit
 from xvit.analysis import ANALYSES, AnalysisResult
 from xvit.app.catalog import LoadedModel
 from xvit.app.images import StoredImage
 from xvit.app.jobs import Job, interruptible
 from xvit.data.images import load_images
+from xvit.methods import methods as method_registry
 from xvit.models import class_names_for, preprocessing_for
 from xvit.pipeline import ClassScore, ImageRecord, explain_batch
 from xvit.result import Explanation
 from xvit.utils.jsonable import jsonable
 from xvit.utils.logits import unwrap_logits
 from xvit.utils.maps import upsample_maps
+from xvit.version import __version__
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -98,9 +99,9 @@ class ExplainOutput:
 
     def download(self) -> dict[str, Any]:
         """The whole result as JSON: versions, model, methods with parameters, records and the raw maps."""
-        registry = xvit.methods()
+        registry = method_registry()
         return jsonable({
-            "xvit_version": xvit.__version__, "model": self.model_id, "target": self.target,
+            "xvit_version": __version__, "model": self.model_id, "target": self.target,
             "methods": {m: {"citation": registry[m].get("citation", ""), "signed": e.signed, "params": dict(e.params)}
                         for m, e in self.explanations.items()},
             "images": [{**rec.to_dict(), "raw_maps": {m: e.raw[b, 0] for m, e in self.explanations.items()}}
@@ -168,7 +169,7 @@ class AnalysisOutput:
                 "download": f"/api/jobs/{job_id}/result.json"}
 
     def download(self) -> dict[str, Any]:
-        return {"xvit_version": xvit.__version__, "model": self.model_id, **self.result.to_dict()}
+        return {"xvit_version": __version__, "model": self.model_id, **self.result.to_dict()}
 
 
 def analyse(job: Job, loaded: LoadedModel, images: Sequence[StoredImage], name: str, params: Mapping[str, Any],

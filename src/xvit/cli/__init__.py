@@ -26,7 +26,7 @@ COMMANDS = {
     "evaluate": "evaluate explanation methods with quality metrics over a data set",
     "train": "train a registered model variant (--arch) on xvit-shapes, an image folder or MNIST",
     "card": "write a checkpoint's model card, measuring the accuracy it reports",
-    "bench": "time and peak memory of methods relative to forward and forward+backward passes",
+    "bench": "time and peak memory of methods relative to a forward, forward+input-gradient and forward+backward pass",
     "serve": "start the local web app (explain, compare and analyse in the browser)",
 }
 

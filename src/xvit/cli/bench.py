@@ -10,8 +10,6 @@ import sys
 from xvit.adapters import UnsupportedModelError
 from xvit.cli.common import MAIN_METHODS, UsageError, check_methods, device, load_model, positive_int
 
-NAME = "bench"
-HELP = "time and peak memory of methods relative to a forward, forward+input-gradient and forward+backward pass"
 LARGE_BATCH_MAX_SIZE = 224  # batches above 8 run only at this input size or below (the grid stays within memory)
 
 

@@ -8,9 +8,6 @@ import argparse
 from xvit.cli.common import UsageError, positive_int
 from xvit.training import write_model_card
 
-NAME = "card"
-HELP = "write a checkpoint's model card, measuring the accuracy it reports"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Write DIR/MODEL_CARD.md for an xvit checkpoint directory from the checkpoint alone, "

@@ -16,14 +16,6 @@ from xvit.registry import did_you_mean
 DEFAULT_MODEL = "shapes-vit-tiny"
 MAIN_METHODS = ["rollout", "grad_attention_rollout", "transformer_attribution", "attnlrp", "gradcam",
                 "integrated_gradients"]
-SPEC_FORMS = """\
-Model specs accepted by --model:
-  NAME                    a bundled model (listed above)
-  DIR                     a checkpoint directory with config.json and model.safetensors
-  timm:NAME               a timm model with pretrained weights (needs network access or a cache)
-  hf:ID_OR_DIR            a Hugging Face image classifier
-  xvit-random:PRESET      a randomly initialised built-in ViT (nano, tiny, small, base), seed 0
-  timm-random:NAME        timm.create_model(NAME, pretrained=False), seed 0"""
 
 
 class UsageError(Exception):
@@ -86,38 +78,20 @@ def device(name: str) -> Any:
 
 
 def load_model(spec: str, image_size: int | None = None) -> Any:
-    """The model for a spec of :data:`SPEC_FORMS`, in eval mode; errors become usage errors."""
-    import torch
-
+    """The model for a spec of :data:`xvit.models.SPEC_FORMS`, in eval mode; errors become usage errors."""
     from xvit.models import bundled_models
     from xvit.models import load_model as load
 
-    size = {} if image_size is None else {"img_size": image_size}
-    try:
-        if spec.startswith("xvit-random:"):
-            from xvit.models import create_vit
-
-            torch.manual_seed(0)
-            return create_vit(spec.split(":", 1)[1], **size).eval()
-        if spec.startswith("timm-random:"):
-            import timm
-
-            torch.manual_seed(0)
-            try:
-                return timm.create_model(spec.split(":", 1)[1], pretrained=False, **size).eval()
-            except TypeError:  # models without an img_size argument take any input size
-                return timm.create_model(spec.split(":", 1)[1], pretrained=False).eval()
-    except (ValueError, TypeError, RuntimeError, KeyError) as e:
-        raise UsageError(f"cannot build {spec!r}: {e}") from None
-    except ImportError as e:
-        raise UsageError(str(e)) from None
+    if not spec.strip():
+        raise UsageError("--model is empty; give a bundled model name, a checkpoint directory or a spec such as "
+                         "xvit-random:tiny ('xvit models' lists them)")
     if spec == DEFAULT_MODEL and spec not in bundled_models() and not Path(spec).is_dir():
         raise UsageError(f"the default model {spec!r} is not bundled with this copy of xvit. Pass --model "
                          "with a checkpoint directory, timm:NAME or hf:ID; 'xvit models' lists what is available.")
     try:
-        return load(spec)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
-        raise UsageError(str(e)) from None
+        return load(spec, image_size=image_size)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ImportError) as e:
+        raise UsageError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from None
 
 
 def parse_value(text: str) -> Any:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from xvit.cli.common import SPEC_FORMS
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "List the bundled models (with the accuracy line of their model card) and the model specs."
 
 
 def run(args: argparse.Namespace) -> int:
-    from xvit.models import bundled_models, model_card
+    from xvit.models import SPEC_FORMS, bundled_models, model_card
 
     bundled = bundled_models()
     print("Bundled models:")
@@ -22,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     for name in bundled:
         print(f"  {name.ljust(width)}  {_card_line(model_card(name))}")
     print()
-    print(SPEC_FORMS)
+    print("Model specs accepted by --model:")
+    width = max(len(form) for form, _ in SPEC_FORMS)
+    for form, meaning in SPEC_FORMS:
+        print(f"  {form.ljust(width)}  {meaning}")
     return 0
 
 

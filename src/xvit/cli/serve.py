@@ -7,9 +7,6 @@ from pathlib import Path
 
 from xvit.cli.common import UsageError, positive_int
 
-NAME = "serve"
-HELP = "start the local web app (explain, compare and analyse in the browser)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Start the web app on the bundled models and samples, random-weight architectures and the "

@@ -11,9 +11,6 @@ from xvit.data.sources import DataSpecError
 from xvit.models import variants
 from xvit.training import TrainConfig, TrainConfigError, train
 
-NAME = "train"
-HELP = "train a built-in ViT"
-
 # Boolean fields whose non-default value is written as a flag.
 _FLAGS = {"fresh_data": "--repeat-data", "flip": "--no-flip", "bf16": "--no-bf16", "progress": "--no-progress"}
 
@@ -93,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command_line(config: TrainConfig) -> str:
     """``xvit train`` with every option of ``config`` that differs from its default: the command that reruns it."""
     default = TrainConfig()
-    words = ["xvit", NAME]
+    words = ["xvit", "train"]
     for f in fields(TrainConfig):
         value = getattr(config, f.name)
         if f.name == "command" or value == getattr(default, f.name):

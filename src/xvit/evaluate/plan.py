@@ -113,7 +113,7 @@ def prepare(spec: RunSpec, model: nn.Module | None = None, data: EvalDataset | N
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name}: {e}") from None
         resolved[name] = method.get_params()
-        starts[name] = getattr(method, "relevance_start", None)
+        starts[name] = method.relevance_start
 
     notes: list[str] = []
     skipped: dict[str, str] = {}

@@ -19,9 +19,9 @@ __all__ = ["provenance"]
 def _versions() -> dict[str, str | None]:
     import numpy
 
-    import xvit
+    from xvit.version import __version__
 
-    out = {"xvit": xvit.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    out = {"xvit": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
            "python": platform.python_version()}
     for name in ("timm", "transformers", "h5py"):
         module = sys.modules.get(name)

@@ -28,10 +28,10 @@ STATE_VERSION = 3
 
 def fingerprint(plan: Plan, method: str) -> str:
     """Everything a (method, chunk) result depends on; a saved chunk is reused only on an exact match."""
-    import xvit
+    from xvit.version import __version__
 
     # Image ids are checked per chunk (saved_units), so a run over more images of the same data reuses chunks.
-    key = {"state_version": STATE_VERSION, "xvit": xvit.__version__, "model": plan.model_info["state_dict_sha256"],
+    key = {"state_version": STATE_VERSION, "xvit": __version__, "model": plan.model_info["state_dict_sha256"],
            "data": data_key(plan.data),
            "preprocessing": plan.prep.to_dict(), "method": method, "method_params": plan.methods[method],
            "columns": [c.name for c in plan.columns], "skipped": plan.skipped, "metric_params": plan.metric_params,

@@ -60,6 +60,9 @@ class Method(Parameterized, abc.ABC):
     # methods; the explainer stacks the K copies on the batch axis). False: one set of passes scores every class
     # (mask methods), and ``attribute`` receives the ``(N, K)`` targets and returns ``N·K`` maps, image-major.
     per_target_pass: ClassVar[bool] = True
+    # "one_hot" where the raw map is LRP relevance started from R_out = 1 at the explained class (its sum is then
+    # compared with 1 by the conservation metric); None otherwise.
+    relevance_start: ClassVar[str | None] = None
     # True: the method reads attention probabilities of the real model, so the explainer switches its fused
     # attention to the explicit path. Methods that read none keep the fused kernel.
     needs_attention_probs: ClassVar[bool] = True

@@ -160,14 +160,60 @@ def _load_hf(path_or_id: str) -> nn.Module:
     return model.eval()
 
 
-def load_model(spec: str | os.PathLike) -> nn.Module:
-    """Load a model from a spec and put it in eval mode.
+# Hugging Face architectures available as ``hf-random:NAME`` (random weights, nothing downloaded).
+RANDOM_HF_CONFIGS = {"vit-tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
+                                      intermediate_size=768, image_size=224, patch_size=16, num_labels=1000)}
+SPEC_FORMS = (
+    ("NAME", "a bundled model (see 'xvit models')"),
+    ("DIR", "a checkpoint directory with config.json and model.safetensors (xvit) or a Hugging Face model"),
+    ("timm:NAME", "a timm model with pretrained weights (needs network access or a cache)"),
+    ("hf:ID_OR_DIR", "a Hugging Face image classifier"),
+    ("xvit-random:PRESET", "a built-in ViT with random weights (nano, tiny, small, base), seed 0"),
+    ("timm-random:NAME", "timm.create_model(NAME, pretrained=False), seed 0"),
+    ("hf-random:NAME", f"a Hugging Face ViT with random weights ({', '.join(RANDOM_HF_CONFIGS)}), seed 0"),
+)
+
+
+def _random_model(kind: str, name: str, image_size: int | None) -> nn.Module:
+    """A random-weight model of ``kind`` (``xvit``, ``timm``, ``hf``) built under seed 0; the caller's random state
+    is left as it was."""
+    import torch
+
+    size = {} if image_size is None else {"img_size": image_size}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if kind == "xvit":
+            return create_vit(name, **size).eval()
+        if kind == "timm":
+            from xvit._compat.torchvision_ops import ensure_torchvision_importable
+
+            ensure_torchvision_importable()
+            import timm
+
+            try:
+                return timm.create_model(name, pretrained=False, **size).eval()
+            except TypeError:  # models without an img_size argument take any input size
+                return timm.create_model(name, pretrained=False).eval()
+        from transformers import ViTConfig, ViTForImageClassification
+
+        if name not in RANDOM_HF_CONFIGS:
+            raise ValueError(f"Unknown hf-random architecture {name!r}; choose from {', '.join(RANDOM_HF_CONFIGS)}.")
+        config = dict(RANDOM_HF_CONFIGS[name], **({} if image_size is None else {"image_size": image_size}))
+        return ViTForImageClassification(ViTConfig(**config)).eval()
+
+
+def load_model(spec: str | os.PathLike, *, image_size: int | None = None) -> nn.Module:
+    """Load a model from a spec (:data:`SPEC_FORMS`) and put it in eval mode.
 
     Args:
-        spec: a bundled model name (see :func:`bundled_models`), ``timm:<name>`` (pretrained weights,
-            only where timm can reach them), ``hf:<path or hub id>``, or a directory holding
-            ``config.json`` and ``model.safetensors``.
+        spec: a bundled model name (see :func:`bundled_models`), a checkpoint directory, ``timm:<name>``
+            (pretrained weights, only where timm can reach them), ``hf:<path or hub id>``, or a random-weight
+            architecture ``xvit-random:<preset>``, ``timm-random:<name>``, ``hf-random:<name>``.
+        image_size: input side for the random-weight architectures (their default otherwise).
     """
+    for prefix, kind in (("xvit-random:", "xvit"), ("timm-random:", "timm"), ("hf-random:", "hf")):
+        if str(spec).startswith(prefix):
+            return _random_model(kind, str(spec)[len(prefix):], image_size)
     s = str(spec)
     if s.startswith("timm:"):
         return _load_timm(s[5:])
@@ -192,8 +238,8 @@ def load_model(spec: str | os.PathLike) -> nn.Module:
         raise ValueError(f"{cfg_file} is neither an xvit checkpoint nor a Hugging Face config.")
     names = ", ".join(bundled) or "none installed"
     raise ValueError(
-        f"Cannot load model {s!r}: not a bundled model ({names}), not 'timm:<name>' or 'hf:<id>', "
-        "and not a directory. Run 'xvit models' to list what is available."
+        f"Cannot load model {s!r}: not a bundled model ({names}), not a directory, and not one of the spec forms "
+        f"{', '.join(form for form, _ in SPEC_FORMS[2:])}. Run 'xvit models' to list what is available."
     )
 
 
