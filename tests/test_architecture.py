@@ -106,7 +106,7 @@ LAYERS = {
     "targets": 3, "capture": 3, "relevance": 3, "perturb": 3,
     "methods": 4,
     "viz": 5, "result": 5, "explainer": 5,
-    "pipeline": 6, "analysis": 6, "evaluate": 6, "training": 6, "bench": 6, "report": 6,
+    "pipeline": 6, "errors": 6, "analysis": 6, "evaluate": 6, "training": 6, "bench": 6, "report": 6,
     "app": 7,
     "cli": 8, "__main__": 8, "xvit": 8,
 }

@@ -117,3 +117,87 @@ def test_default_memory_budget_estimates_rows_from_the_model():
     assert per_row > 2 * 17 * 48 * 4  # at least the residual stream in and out of both blocks
     assert rows_per_chunk(10 * per_row, per_row, 64) == 10 and rows_per_chunk(1, per_row, 64) == 1
     assert rows_per_chunk(10**15, None, 64) == 64
+
+
+def _state(model):
+    """Every flag an explainer may switch: each module's training flag, timm's fused_attn, HF's attention
+    implementation."""
+    return ([m.training for m in model.modules()], [getattr(m, "fused_attn", None) for m in model.modules()],
+            [getattr(getattr(m, "config", None), "_attn_implementation", None) for m in model.modules()])
+
+
+@pytest.fixture(scope="module")
+def family_models():
+    from .tiny_models import FACTORIES
+
+    return {name: make(name) for name in FACTORIES}
+
+
+FAMILIES = ["xvit", "xvit_reg_avg", "timm_vit", "timm_deit_distilled", "timm_reg_avg_dynamic", "hf_vit", "hf_deit",
+            "hf_deit_teacher"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nested_repeated_and_out_of_order_explainers_restore_the_model(family_models, family):
+    model = family_models[family].train()
+    before = _state(model)
+    first, second = xvit.Explainer(model, "rollout"), xvit.Explainer(model, "rollout")
+    with first:
+        inside = _state(model)
+    assert inside != before and _state(model) == before
+    x = torch.randn(1, 3, SIZE, SIZE)
+    expected = first(x).raw
+
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # out of order: the second is still open, so the model stays switched
+    assert _state(model) == inside
+    torch.testing.assert_close(second(x).raw, expected)
+    second.__exit__(None, None, None)
+    assert _state(model) == before
+
+    with first:  # re-entering the same explainer
+        with first:
+            torch.testing.assert_close(first(x).raw, expected)
+        assert _state(model) == inside
+    assert _state(model) == before
+    model.eval()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_errors_inside_nested_explainers_restore_the_model(family_models, family, error):
+    model = family_models[family].train()
+    before = _state(model)
+    explainer = xvit.Explainer(model, "rollout")
+    with pytest.raises(error), explainer, xvit.Explainer(model, "gradcam"), explainer:
+        raise error
+    assert _state(model) == before
+    model.eval()
+
+
+@pytest.mark.parametrize("family", ["timm_vit", "hf_vit"])
+def test_explainers_in_threads_restore_the_model(family_models, family):
+    import threading
+
+    model = family_models[family].train()
+    before = _state(model)
+    with xvit.Explainer(model, "rollout"):
+        inside = _state(model)
+    start, together, leave = threading.Barrier(6), threading.Barrier(6), threading.Barrier(6)
+    seen = []
+
+    def job(method):
+        start.wait()
+        with xvit.Explainer(model, method):
+            together.wait()
+            seen.append(_state(model) == inside)
+            leave.wait()  # then they leave in any order
+
+    threads = [threading.Thread(target=job, args=(m,)) for m in ["rollout", "gradcam"] * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [True] * 6 and _state(model) == before
+    model.eval()

@@ -1,6 +1,7 @@
 """The one explanation pipeline: typed records, targets, written files."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -62,3 +63,14 @@ def test_unique_names_and_map_statistics():
     stats = map_statistics(torch.tensor([[0.0, 1.0], [3.0, -4.0]]))
     assert stats["max"] == 3.0 and stats["sum"] == 0.0 and stats["top10_mass"] == 0.5
     assert map_statistics(torch.zeros(2, 2))["top10_mass"] is None
+
+
+@pytest.mark.parametrize("images", [["a.png", "a_rollout.png"], ["x/grid.png", "y.png"], ["a.png", "b/a.jpg"],
+                                    ["grid_000.png"]])
+def test_unique_names_never_let_written_files_collide(images):
+    from xvit.pipeline import GRID_NAME, output_files
+
+    names = unique_names(images, ["rollout", "gradcam"])
+    files = [f for n in names for f in output_files(n, ["rollout", "gradcam"])]
+    assert len(set(files)) == len(files) and not any(GRID_NAME.fullmatch(n) for n in names)
+    assert names[0].startswith("000_")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -29,7 +30,8 @@ class Explainer:
     attention probabilities (``method.needs_attention_probs``), switches the model's attention to the explicit
     path; gradient-only and relevance-engine methods keep the fused kernel. On exit (also after an error) it
     restores every flag it touched. Called outside a ``with`` block it does the same around the
-    single call.
+    single call. The switches are reference-counted per model, so explainers may be nested, re-entered, exited
+    in any order and used from several threads on one model: the last one out restores the original state.
 
     Args:
         model: a supported ViT (built-in, timm ViT/DeiT, Hugging Face ViT/DeiT).
@@ -64,32 +66,29 @@ class Explainer:
             self.method = cls(**params)
         self.batch_size = batch_size
         self.max_memory = max_memory
-        self._stack: contextlib.ExitStack | None = None
-        self._eager = False
+        self._stacks: list[contextlib.ExitStack] = []
 
-    def __enter__(self) -> Explainer:
+    def _contexts(self) -> contextlib.ExitStack:
+        """Eval mode and, if the method reads attention, the explicit attention path; both reference-counted per
+        model (:mod:`xvit.utils.context`), so nested, repeated, out-of-order and concurrent explainers on one model
+        leave it as it was once the last one exits."""
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(eval_mode(self.model))
-            self._stack = stack
-            self._enter_eager_attention()
+            if self.method.needs_attention_probs:
+                stack.enter_context(self.adapter.eager_attention())
         except BaseException:
-            self._stack = None
             stack.close()
             raise
+        return stack
+
+    def __enter__(self) -> Explainer:
+        self._stacks.append(self._contexts())
         return self
 
-    def _enter_eager_attention(self) -> None:
-        """Switch to explicit attention for the rest of the ``with`` block if the method reads attention."""
-        if self.method.needs_attention_probs and not self._eager:
-            self._stack.enter_context(self.adapter.eager_attention())
-            self._eager = True
-
     def __exit__(self, *exc: Any) -> bool:
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
-            self._eager = False
+        if self._stacks:
+            self._stacks.pop().close()
         return False
 
     def attribute(self, inputs: Tensor, target: Any = None) -> Tensor:
@@ -98,6 +97,13 @@ class Explainer:
 
     def _check_input(self, x: Tensor) -> None:
         self.adapter.check_input(x)
+        if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+            raise ValueError(f"The input batch {tuple(x.shape)} is empty (no images, or images of zero size); pass "
+                             "at least one image, e.g. xvit.load_images(paths, model).")
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"The input holds {bad} NaN or infinite values, which would make every map NaN; check "
+                             "how the batch was built (xvit.load_images gives finite, normalised images).")
         param = next(self.model.parameters(), None)
         if param is not None and (x.dtype != param.dtype or x.device != param.device):
             raise ValueError(f"The input is {x.dtype} on {x.device} but the model is {param.dtype} on "
@@ -117,10 +123,10 @@ class Explainer:
                            torch.cat([p.targets for p in parts]), extras)
 
     def __call__(self, x: Tensor, target: Any = None) -> Explanation:
-        if self._stack is None:
-            with self:
-                return self(x, target)
-        self._enter_eager_attention()  # also for a method whose parameters changed inside the block
+        with self._contexts():  # cheap inside a with block; also covers parameters changed inside it
+            return self._explain(x, target)
+
+    def _explain(self, x: Tensor, target: Any) -> Explanation:
         self._check_input(x)
         B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
         layout = self.adapter.layout(x)
@@ -138,6 +144,14 @@ class Explainer:
         else:
             out = self._run(ctx, x, targets[:, 0])
         seconds = time.perf_counter() - start
+        if not bool(torch.isfinite(out.logits).all()):
+            raise ValueError(f"The model's logits hold NaN or infinite values for this finite input, so its "
+                             f"{self.method.name} maps would be NaN; check the model's weights (a diverged training "
+                             "run or a corrupt checkpoint) and its dtype (float16 overflows easily).")
+        if not bool(torch.isfinite(out.raw).all()):
+            warnings.warn(f"{self.method.name} produced NaN or infinite map values (numerical overflow); the "
+                          "maps of those images are not meaningful. Try float32/float64 inputs or other parameters.",
+                          RuntimeWarning, stacklevel=2)
         per_image = self.method.class_specific or K == 1
         raw = out.raw.reshape(B, K if per_image else 1, *out.raw.shape[1:])
         raw = raw.expand(B, K, *raw.shape[2:])

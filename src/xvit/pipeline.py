@@ -10,6 +10,7 @@ writes display images, overlays and a comparison grid, filling in the records' f
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ from xvit.models import class_names_for, preprocessing_for
 from xvit.result import Explanation
 
 __all__ = ["BatchResult", "ClassScore", "ImageRecord", "MethodRecord", "explain_batch", "explain_images",
-           "map_statistics", "write_batch"]
+           "map_statistics", "output_files", "unique_names", "write_batch"]
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def explain_images(model: nn.Module, images: Sequence[ImageSource], methods: Seq
     prep = preprocessing_for(model)
     param = next(model.parameters(), None)
     files = [str(p) if isinstance(p, (str, Path)) else None for p in images]
-    names = unique_names(images)
+    names = unique_names(images, methods)
     total = len(images) * len(methods)
     disable = (total < 8) if progress is None else not progress
     with tqdm(total=total, unit="map", file=sys.stderr, disable=disable) as bar:
@@ -178,12 +179,26 @@ def explain_images(model: nn.Module, images: Sequence[ImageSource], methods: Seq
             yield result
 
 
-def unique_names(images: Sequence[ImageSource]) -> list[str]:
-    """File stems, prefixed with the position where two stems collide; ``image_NNN`` for non-file inputs."""
+GRID_NAME = re.compile(r"grid(_\d+)?")
+"""Names of the comparison grids :func:`write_batch` writes (``grid.png``, ``grid_NNN.png``)."""
+
+
+def output_files(name: str, methods: Sequence[str]) -> list[str]:
+    """The files :func:`write_batch` writes for an image named ``name``: its display image and one overlay per
+    method."""
+    return [f"{name}.png", *(f"{name}_{m}.png" for m in methods)]
+
+
+def unique_names(images: Sequence[ImageSource], methods: Sequence[str] = ()) -> list[str]:
+    """File stems (``image_NNN`` for non-file inputs), all prefixed with their position when two images' output
+    files (:func:`output_files` with ``methods``) would collide or one would be named like a grid, so that no
+    written file overwrites another."""
     stems = [Path(p).stem if isinstance(p, (str, Path)) else f"image_{i:03d}" for i, p in enumerate(images)]
-    if len(set(stems)) == len(stems):
+    files = [f for s in stems for f in output_files(s, methods)]
+    if len(set(files)) == len(files) and not any(GRID_NAME.fullmatch(s) for s in stems):
         return stems
-    return [f"{i:03d}_{s}" for i, s in enumerate(stems)]
+    width = max(3, len(str(len(stems) - 1)))
+    return [f"{i:0{width}d}_{s}" for i, s in enumerate(stems)]
 
 
 def write_batch(result: BatchResult, out: str | Path, *, prefix: str = "", grid_name: str = "grid.png"
@@ -197,11 +212,10 @@ def write_batch(result: BatchResult, out: str | Path, *, prefix: str = "", grid_
     overlays = {m: e.overlay(result.display) for m, e in result.explanations.items()}
     records = []
     for b, rec in enumerate(result.records):
-        image = f"{prefix}{rec.name}.png"
+        image, *overlay_files = (prefix + f for f in output_files(rec.name, list(rec.methods)))
         result.display[b].save(out / image)
         methods = {}
-        for m, mrec in rec.methods.items():
-            path = f"{prefix}{rec.name}_{m}.png"
+        for (m, mrec), path in zip(rec.methods.items(), overlay_files, strict=True):
             overlays[m][b][0].save(out / path)
             methods[m] = replace(mrec, overlay=path)
         records.append(replace(rec, image=image, methods=methods))

@@ -32,6 +32,12 @@ def resolve_targets(target: Any, batch: int, num_classes: int, device: torch.dev
     if target is None:
         return None
     if isinstance(target, Tensor):
+        if target.dtype == torch.bool or target.is_complex():
+            raise TypeError(f"Unsupported target tensor of dtype {target.dtype}. A target is {ACCEPTED}.")
+        if target.is_floating_point() and not bool((target == target.round()).all()):
+            raise ValueError(f"Target tensor {target.tolist() if target.numel() <= 8 else tuple(target.shape)} "
+                             "holds non-integer values (or NaN/Inf), which would be truncated to class indices; "
+                             "pass integer classes, e.g. target.round().long() if that is what you mean.")
         t = target.to(torch.long)
         if t.ndim == 0:
             t = t.expand(batch)
@@ -51,6 +57,8 @@ def resolve_targets(target: Any, batch: int, num_classes: int, device: torch.dev
     if t.ndim != 2 or t.shape[0] != batch:
         raise ValueError(f"Targets of shape {tuple(t.shape)} do not fit {batch} images; expected (B, K) with "
                          f"B = {batch}.")
+    if t.shape[1] == 0:
+        raise ValueError(f"Got an empty target; give at least one class per image. A target is {ACCEPTED}.")
     bad = t[(t < 0) | (t >= num_classes)]
     if bad.numel():
         raise ValueError(f"Target class {bad[0].item()} is out of range: the model has {num_classes} classes "

@@ -125,3 +125,25 @@ def test_warn_if_unnormalised_flags_raw_pixels_but_not_a_correct_batch():
         assert warn_if_unnormalised(raw, PREP) is True
     with pytest.warns(UserWarning, match=r"\[0, 1\]"):
         assert warn_if_unnormalised(raw / 255.0, PREP) is True
+
+
+@pytest.mark.parametrize("src", [b"\x89PNG...", bytearray(b"abc"), [b"abc"]])
+def test_raw_bytes_say_how_to_decode_them(src):
+    with pytest.raises(ImageLoadError, match=r"raw bytes.*BytesIO"):
+        load_images(src, Preprocessing(size=(16, 16)))
+
+
+@pytest.mark.parametrize("src", [np.zeros((0, 5, 3), np.uint8), Image.new("RGB", (0, 0))])
+def test_zero_size_images_are_refused(src):
+    with pytest.raises(ImageLoadError, match="zero size"):
+        load_images(src, Preprocessing(size=(16, 16)))
+
+
+def test_a_folder_or_a_fifo_given_as_an_image_says_what_it_is(tmp_path):
+    import os
+
+    with pytest.raises(ImageLoadError, match="is a directory"):
+        load_images(tmp_path, Preprocessing(size=(16, 16)))
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ImageLoadError, match="not a regular file"):  # checked before opening: never blocks
+        load_images(tmp_path / "pipe", Preprocessing(size=(16, 16)))

@@ -7,7 +7,16 @@ import argparse
 import json
 from pathlib import Path
 
-from xvit.cli.common import UsageError, add_model_argument, add_param_argument, device, load_model, parse_params
+from xvit.cli.common import (
+    UsageError,
+    add_model_argument,
+    add_param_argument,
+    check_image_files,
+    device,
+    load_model,
+    output_dir,
+    parse_params,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(e.args[0]) from None
     if not args.images:
         raise UsageError(f"give at least one image to analyse, e.g. xvit analyse {args.name} cat.png")
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise UsageError(f"image file {missing[0]!r} does not exist or is not a file")
+    check_image_files(args.images)
+    output_dir(args.out)
     params = parse_params(args.param, example=f"{args.name}.KEY=VALUE")
     unknown = [k for k in params if k != args.name]
     if unknown:

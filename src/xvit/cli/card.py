@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from xvit.cli.common import UsageError, positive_int
+from xvit.cli.common import UsageError, load_model, positive_int
 from xvit.training import write_model_card
 
 
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (Path(args.directory) / "config.json").exists():
+        load_model(args.directory)  # the checkpoint checks of xvit.models: a broken file is named before measuring
     try:
         path = write_model_card(args.directory, args.name, test_size=args.test_size, target=args.target)
     except (FileNotFoundError, ValueError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,43 @@ def device(name: str) -> Any:
         dev = torch.device(name)
     except RuntimeError:
         raise UsageError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"device {name!r} cannot run a model here; use cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was given but no CUDA device is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name} does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                         "device(s), cuda:0 onwards")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was given but MPS is not available here; use --device cpu")
     return dev
+
+
+def check_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image paths, each checked to be a regular file; the first that is not is named with what it is."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            raise UsageError(f"{str(p)!r} is a folder, not an image file; pass the images in it, e.g. {p}/*.png")
+        if not p.exists():
+            raise UsageError(f"image file {str(p)!r} does not exist")
+        if not p.is_file():
+            raise UsageError(f"{str(p)!r} is not a regular file (a pipe, socket or device); pass an image file")
+    return [Path(p) for p in paths]
+
+
+def output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """The output folder, checked before any work starts and without creating anything: it is a writable folder,
+    or it does not exist yet and its nearest existing parent is a writable folder."""
+    out = Path(path)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = f"{existing} is a file" if existing.is_file() else f"{existing} is not a folder"
+        raise UsageError(f"{flag} {out}: {what}; pass a folder that does not exist yet or an existing folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: no permission to write in {existing}; pass a folder you can write to")
+    return out
 
 
 def load_model(spec: str, image_size: int | None = None) -> Any:

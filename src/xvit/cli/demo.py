@@ -14,6 +14,7 @@ from xvit.cli.common import (
     check_methods,
     device,
     load_model,
+    output_dir,
 )
 from xvit.cli.explain import explain_to_folder, write_results
 from xvit.models import ASSETS
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no sample images found under {SAMPLES_DIR}; this copy of xvit ships without them. "
                          "Use 'xvit explain IMAGE...' on your own images.")
     methods = check_methods(args.methods)
+    output_dir(args.out)
     dev = device(args.device)
     model = load_model(args.model).to(dev)
     records, grids = [], []

@@ -15,13 +15,15 @@ from xvit.cli.common import (
     add_model_argument,
     add_param_argument,
     add_run_arguments,
+    check_image_files,
     check_method_params,
     check_methods,
     device,
     load_model,
+    output_dir,
     parse_params,
 )
-from xvit.pipeline import ImageRecord, explain_images, write_batch
+from xvit.pipeline import ImageRecord, explain_images, output_files, unique_names, write_batch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,13 +55,12 @@ def target_argument(s: str) -> str | int:
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise UsageError(f"image file {missing[0]!r} does not exist" + (f" (and {len(missing) - 1} more)"
-                                                                        if len(missing) > 1 else ""))
+    images = check_image_files(args.images)
     methods = check_methods(args.methods)
     params = parse_params(args.param)
     check_method_params(params, methods)
+    output_dir(args.out)
+    check_overwrites(images, methods, args.out)
     dev = device(args.device)
     model = load_model(args.model).to(dev)
     records, grids = explain_to_folder(model, [Path(p) for p in args.images], methods, args.target, args.out,
@@ -67,6 +68,16 @@ def run(args: argparse.Namespace) -> int:
     write_results(args.out, args.model, model, methods, args.target, str(dev), records, grids)
     print(f"Wrote {len(records) * len(methods)} overlays, {len(grids)} grid(s) and results.json to {args.out}")
     return 0
+
+
+def check_overwrites(images: Sequence[Path], methods: Sequence[str], out: Path) -> None:
+    """No file written to ``out`` may be one of the input images."""
+    inputs = {p.resolve(): p for p in images}
+    for name in unique_names(images, methods):
+        for file in output_files(name, methods):
+            source = inputs.get((out / file).resolve())
+            if source is not None:
+                raise UsageError(f"writing {out / file} would overwrite the input image {source}; pass another --out")
 
 
 def explain_to_folder(model: Any, images: Sequence[Path], methods: Sequence[str], target: str | int, out: Path,

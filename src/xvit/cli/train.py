@@ -6,7 +6,7 @@ import argparse
 import shlex
 from dataclasses import fields
 
-from xvit.cli.common import UsageError
+from xvit.cli.common import UsageError, output_dir
 from xvit.data.sources import DataSpecError
 from xvit.models import variants
 from xvit.training import TrainConfig, TrainConfigError, train
@@ -100,6 +100,7 @@ def command_line(config: TrainConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_dir(args.out)
     names = {f.name for f in fields(TrainConfig)} - {"command"}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     config.command = command_line(config)

@@ -44,7 +44,7 @@ def load_images(images: ImageSource | Sequence[ImageSource],
             array has the wrong shape or range.
     """
     prep = _preprocessing(model_or_preprocessing)
-    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray, memoryview)):
         images = [images]
     if len(images) == 0:
         raise ImageLoadError("No images given; pass at least one path, PIL image or array.")

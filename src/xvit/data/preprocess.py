@@ -57,6 +57,10 @@ def prepare_image(src: ImageSource, preprocessing: Preprocessing) -> Image.Image
     """An image in the model's colour mode (``RGB``, or ``L`` for one channel) at its input size (H, W),
     resized straight (no crop) with its interpolation."""
     image = to_rgb(src)
+    if image.width == 0 or image.height == 0:
+        name = repr(str(src)) if isinstance(src, (str, os.PathLike)) else f"the {type(src).__name__}"
+        raise ImageLoadError(f"Image {name} has zero size ({image.width}x{image.height}); pass an image with at "
+                             "least one pixel.")
     if channels(preprocessing) == 1:
         image = image.convert("L")
     return resize_image(image, preprocessing.size, preprocessing.interpolation)
@@ -139,6 +143,11 @@ def to_rgb(src: ImageSource) -> Image.Image:
         return _pil_to_rgb(src, name)
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        raise ImageLoadError(
+            f"Got {len(src)} raw bytes; images are file paths, PIL images or (H, W, 3) arrays. Decode encoded bytes "
+            "first with PIL.Image.open(io.BytesIO(data)), or save them to a file and pass its path."
+        )
     if isinstance(src, Tensor):
         raise ImageLoadError(
             f"Got a torch.Tensor {tuple(src.shape)}; images are file paths, PIL images or (H, W, 3) arrays. "

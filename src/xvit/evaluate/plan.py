@@ -173,6 +173,9 @@ def _label_map(data: EvalDataset, model: nn.Module, num_classes: int, notes: lis
             notes.append("labels were mapped onto the model's classes by name.")
         else:
             notes.append("the data set's class names differ from the model's; labels are used as class indices.")
+    if int(data.labels.min()) < 0:
+        raise DataSpecError(f"{data.spec!r} has a negative label ({int(data.labels.min())}); labels are class "
+                            "indices 0, 1, ...")
     top = int(data.labels.max()) if mapping is None else int(mapping[data.labels].max())
     if top >= num_classes:
         raise DataSpecError(f"{data.spec!r} has label {top} but the model has {num_classes} classes; evaluate a "
@@ -191,7 +194,8 @@ def model_info(model: nn.Module, spec: str | None) -> dict[str, Any]:
         elif Path(spec).is_dir():
             folder = Path(spec)
     if folder is not None:
-        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth")
+                       and p.is_file())  # is_file: a pipe would block
         info["weights"] = {p.name: _sha256_file(p) for p in files}
     h = hashlib.sha256()
     for name, t in model.state_dict().items():

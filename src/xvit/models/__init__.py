@@ -9,8 +9,11 @@ directory whose ``config.json`` has a Hugging Face ``model_type`` is loaded with
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from xvit.models._registry import (
 from xvit.models.vit import VIT_PRESETS, VisionTransformer, ViTConfig, create_vit
 
 __all__ = [
-    "Preprocessing", "VisionTransformer", "ViTConfig", "VIT_PRESETS", "create_vit", "load_model",
+    "CheckpointError", "Preprocessing", "VisionTransformer", "ViTConfig", "VIT_PRESETS", "create_vit", "load_model",
     "save_checkpoint", "bundled_models", "bundled_model_dir", "preprocessing_for", "class_names_for",
     "model_card", "ModelVariant", "MODEL_VARIANTS", "DEFAULT_ARCH", "register_model", "get_variant", "variant_of",
     "variants", "create_model",
@@ -39,6 +42,68 @@ __all__ = [
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_DIR = ASSETS / "models"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded: its message names the file and what is wrong with it."""
+
+
+def _read_json(path: Path, what: str = "config") -> dict[str, Any]:
+    """The JSON object in ``path``; a :class:`CheckpointError` naming the file for anything else. Only regular files
+    are opened (a FIFO would block)."""
+    if not path.is_file():
+        state = "is not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"{path} {state}; a checkpoint directory holds it as a JSON file.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); fix or "
+                              "re-create the file (xvit.models.save_checkpoint writes it).") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"Cannot read {path} as UTF-8 text ({type(e).__name__}: {e}).") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, but a {what} file is a JSON object "
+                              "({...}).")
+    return data
+
+
+def _refuse_pickles(path: Path) -> None:
+    """A directory with pickled weights but no safetensors file: xvit never unpickles (it can run code)."""
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if pickles and not any(p.suffix == ".safetensors" for p in path.iterdir()):
+        raise CheckpointError(
+            f"{path / pickles[0]} holds pickled weights, and xvit never unpickles files (loading a pickle can run "
+            "arbitrary code). If you trust the file, convert it once: python -c \"import torch; from "
+            f"safetensors.torch import save_file; save_file(torch.load('{path / pickles[0]}', weights_only=True), "
+            f"'{path / 'model.safetensors'}')\"")
+
+
+def _check_config_fields(config_class: type[Any], values: dict[str, Any], where: str) -> None:
+    """Type and range of each known field of a config dataclass, before any model is built: ints and floats whose
+    default is positive must be positive (others non-negative), floats finite, and no bool passes for a number."""
+    try:
+        hints = typing.get_type_hints(config_class)
+    except (NameError, TypeError):  # a registered variant's annotations may name types only its module resolves
+        hints = {}
+    for f in dataclasses.fields(config_class):
+        if f.name not in values:
+            continue
+        v, kind = values[f.name], hints.get(f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        problem = None
+        if kind is bool and not isinstance(v, bool):
+            problem = "must be true or false"
+        elif kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            problem = "must be an integer"
+        elif kind is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            problem = "must be a finite number"
+        elif kind is str and not isinstance(v, str):
+            problem = "must be a string"
+        elif kind in (int, float) and v < (1e-300 if isinstance(default, (int, float)) and default > 0 else 0):
+            problem = "must be positive" if default and default > 0 else "must be >= 0"
+        if problem:
+            raise CheckpointError(f"{where}: {f.name} = {v!r} is invalid; it {problem}.")
 
 
 @dataclass(frozen=True)
@@ -101,15 +166,50 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike, *, preproces
 
 
 def _load_xvit_dir(path: Path) -> nn.Module:
-    config = json.loads((path / "config.json").read_text())
+    """An xvit checkpoint directory, its ``config.json`` validated before the model is built."""
+    cfg_file, weights = path / "config.json", path / "model.safetensors"
+    config = _read_json(cfg_file)
     arch = config.get("arch", DEFAULT_ARCH)
-    if arch not in MODEL_VARIANTS:
-        raise ValueError(f"{path} holds a model of variant {arch!r}, which is not registered (registered: "
-                         f"{', '.join(MODEL_VARIANTS)}); import the module that registers it first.")
-    model = get_variant(arch).from_dict(config["model"])
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-    model.xvit_preprocessing = Preprocessing.from_dict(config.get("preprocessing", {}))
-    model.xvit_class_names = list(config.get("class_names", []))
+    if not isinstance(arch, str) or arch not in MODEL_VARIANTS:
+        raise CheckpointError(f"{cfg_file} names model variant {arch!r}, which is not registered (registered: "
+                              f"{', '.join(MODEL_VARIANTS)}); import the module that registers it first.")
+    if "model" not in config:
+        raise CheckpointError(f"{cfg_file} has no \"model\" section (the architecture's config); re-create it with "
+                              "xvit.models.save_checkpoint.")
+    for key, kind in (("model", dict), ("preprocessing", dict), ("class_names", list)):
+        if key in config and not isinstance(config[key], kind):
+            raise CheckpointError(f"{cfg_file}: \"{key}\" is a JSON {type(config[key]).__name__}; it must be a "
+                                  f"JSON {'object' if kind is dict else 'array'}.")
+    variant = get_variant(arch)
+    _check_config_fields(variant.config_class, config["model"], f"{cfg_file} \"model\"")
+    try:
+        preprocessing = Preprocessing.from_dict(config.get("preprocessing", {}))
+        if len(preprocessing.size) != 2 or min(preprocessing.size) < 1 or min(preprocessing.std) <= 0:
+            raise ValueError("size must be two positive integers and std positive")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_file}: \"preprocessing\" is invalid ({e}); it holds size [H, W], mean and std "
+                              "(three numbers each) and interpolation.") from None
+    try:
+        model = variant.from_dict(config["model"])
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError, AssertionError) as e:
+        raise CheckpointError(f"{cfg_file}: the \"model\" section does not describe a buildable {arch} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+    _refuse_pickles(path)
+    if not weights.is_file():
+        state = "is not a regular file" if weights.exists() else "does not exist"
+        raise CheckpointError(f"{weights} {state}; an xvit checkpoint holds its weights in model.safetensors.")
+    try:
+        state_dict = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own SafetensorError (an Exception) for corrupt files
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({str(e).splitlines()[0]}); re-save "
+                              "the weights with xvit.models.save_checkpoint or safetensors.torch.save_file.") from None
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{weights} does not match the architecture in {cfg_file}: {detail}") from None
+    model.xvit_preprocessing = preprocessing
+    model.xvit_class_names = [str(c) for c in config.get("class_names", [])]
     return model.eval()
 
 
@@ -142,8 +242,14 @@ def _load_hf(path_or_id: str) -> nn.Module:
         from transformers import AutoModelForImageClassification
     except ImportError as e:
         raise ImportError("Loading 'hf:' models needs transformers: pip install 'xvit[hf]'") from e
+    local = Path(path_or_id)
+    if local.is_dir():
+        _refuse_pickles(local)
     try:
         model = AutoModelForImageClassification.from_pretrained(path_or_id)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"Hugging Face checkpoint {path_or_id!r} cannot be loaded: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     except OSError as e:
         raise RuntimeError(
             f"Could not load Hugging Face model {path_or_id!r}: {e}. Offline, pass a local directory "
@@ -151,7 +257,7 @@ def _load_hf(path_or_id: str) -> nn.Module:
         ) from None
     prep = Path(path_or_id) / "preprocessor_config.json"
     if prep.is_file():
-        p = json.loads(prep.read_text())
+        p = _read_json(prep, "preprocessor")
         size = p.get("size", {"height": 224, "width": 224})
         size = (size.get("height", 224), size.get("width", 224)) if isinstance(size, dict) else size
         model.xvit_preprocessing = Preprocessing.from_dict(
@@ -215,6 +321,9 @@ def load_model(spec: str | os.PathLike, *, image_size: int | None = None) -> nn.
         if str(spec).startswith(prefix):
             return _random_model(kind, str(spec)[len(prefix):], image_size)
     s = str(spec)
+    if not s.strip():
+        raise ValueError("The model spec is empty; give a bundled model name, a checkpoint directory, timm:NAME, "
+                         "hf:ID or a random-weight spec such as xvit-random:tiny ('xvit models' lists them).")
     if s.startswith("timm:"):
         return _load_timm(s[5:])
     if s.startswith("hf:"):
@@ -225,17 +334,21 @@ def load_model(spec: str | os.PathLike, *, image_size: int | None = None) -> nn.
     path = Path(s)
     if path.is_dir():
         cfg_file = path / "config.json"
-        if not cfg_file.is_file():
+        if not cfg_file.exists():
+            _refuse_pickles(path)
             raise FileNotFoundError(f"{path} holds no config.json; a checkpoint directory needs config.json "
                                     "and model.safetensors.")
-        cfg = json.loads(cfg_file.read_text())
+        cfg = _read_json(cfg_file)
         if cfg.get("architecture") == "xvit-vit":
-            if not (path / "model.safetensors").is_file():
-                raise FileNotFoundError(f"{path} holds no model.safetensors.")
             return _load_xvit_dir(path)
         if "model_type" in cfg:
             return _load_hf(str(path))
-        raise ValueError(f"{cfg_file} is neither an xvit checkpoint nor a Hugging Face config.")
+        raise CheckpointError(f"{cfg_file} is neither an xvit checkpoint (\"architecture\": \"xvit-vit\") nor a "
+                              "Hugging Face config (\"model_type\").")
+    if path.exists():
+        kind = "a file" if path.is_file() else "not a regular file or directory"
+        raise ValueError(f"{s!r} is {kind}; pass the checkpoint directory that holds config.json and "
+                         "model.safetensors, or another spec form ('xvit models' lists them).")
     names = ", ".join(bundled) or "none installed"
     raise ValueError(
         f"Cannot load model {s!r}: not a bundled model ({names}), not a directory, and not one of the spec forms "

@@ -41,6 +41,9 @@ def read_idx(path: str | Path, *, header_only: bool = False) -> np.ndarray | tup
     """An unsigned-byte IDX file (LeCun et al.'s MNIST format, optionally gzipped) as a uint8 array of its
     dimensions, or only the dimensions with ``header_only``."""
     path = Path(path)
+    if not path.is_file():  # a pipe or device would block
+        raise DataSpecError(f"{path} {'is not a regular file' if path.exists() else 'does not exist'}; pass an IDX "
+                            "file such as train-images-idx3-ubyte(.gz).")
     with _open(path) as f:
         try:
             dims = _header(f, path)
