@@ -7,7 +7,11 @@ import xvit
 from tests.tiny_models import FACTORIES, SIZE, make
 from xvit.adapters import get_adapter
 
-FAST = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 3}}
+FAST = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 3}, "rise": {"n_masks": 32},
+        "bt_h": {"steps": 3}, "bt_t": {"steps": 3}, "tam": {"steps": 3},
+        # R-Out's softmax weights are nearly uniform, so on tiny models the thresholded graph (and the cut) rarely
+        # changes with the class; the gradient weighting does (the default weighting: tests/methods/test_rcut.py)
+        "rcut": {"weighting": "gradcam"}}
 METHODS = list(xvit.methods())
 
 
@@ -119,7 +123,7 @@ def test_memory_is_released_over_many_calls(models, batch):
 
 def test_methods_registry_describes_every_method():
     info = xvit.methods()
-    assert len(info) == 14
+    assert len(info) == 23
     for name, d in info.items():
         assert d["citation"] and d["passes"] and isinstance(d["params"], dict), name
     assert info["rollout"]["params"] == {"head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 0}

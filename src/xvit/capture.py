@@ -56,6 +56,7 @@ def record(
     modules: dict[str, nn.Module] | None = None,
     reduce: Callable[[Tensor, Tensor | None], Tensor] | None = None,
     reduce_blocks: Sequence[int] | None = None,
+    objective: Callable[[Tensor, Tensor], Tensor] = select_logits,
 ) -> Recording:
     """Run the model on ``x`` and capture what is asked for.
 
@@ -70,6 +71,8 @@ def record(
         modules: extra modules whose outputs to record, by name.
         reduce: ``reduce(A, ∂y_c/∂A)`` (with ``grads``) or ``reduce(A, None)`` for each block in ``reduce_blocks``
             (default all), kept in ``Recording.reduced`` by block; the full tensors are not kept.
+        objective: ``objective(logits, targets)`` ``(B,)``, the quantity differentiated (default the logit ``y_c``;
+            R-Cut differentiates the probability ``p_c``).
     """
     modules = modules or {}
     need_grad = grads or input_grad
@@ -143,7 +146,7 @@ def record(
         grad_hooks = [a.register_hook(_reduce_hook(reduce, reduced, i, a)) for i, a in later.items()]
         try:
             with torch.enable_grad():
-                g = torch.autograd.grad(select_logits(logits, targets).sum(), wrt, allow_unused=True)
+                g = torch.autograd.grad(objective(logits, targets).sum(), wrt, allow_unused=True)
         finally:
             for h in grad_hooks:
                 h.remove()

@@ -1,6 +1,21 @@
 """Attribution methods, one module per family, registered by name in :data:`METHODS`."""
 
-from xvit.methods import attention, cam, chefer, gradient_attention, gradients, lrp  # noqa: F401 (register)
+from xvit.methods import (  # noqa: F401 (register)
+    attention,
+    beyond_intuition,
+    cam,
+    chefer,
+    gradient_attention,
+    gradient_corrected,
+    gradients,
+    lrp,
+    occlusion,
+    rcut,
+    rise,
+    tam,
+    tis,
+    vit_cx,
+)
 from xvit.methods.base import METHODS, Attribution, Context, Method, register_method
 
 __all__ = ["METHODS", "Attribution", "Context", "Method", "register_method", "methods"]
