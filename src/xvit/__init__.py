@@ -7,6 +7,7 @@ ensure_torchvision_importable()
 from xvit.adapters import get_adapter  # noqa: E402
 from xvit.analysis import analyse, analyses  # noqa: E402
 from xvit.data.images import load_images  # noqa: E402
+from xvit.evaluate.dataset_maps import load_maps  # noqa: E402
 from xvit.explainer import Explainer, explain  # noqa: E402
 from xvit.methods import methods  # noqa: E402
 from xvit.models import load_model  # noqa: E402
@@ -14,4 +15,4 @@ from xvit.result import Explanation  # noqa: E402
 from xvit.version import __version__  # noqa: E402
 
 __all__ = ["Explainer", "Explanation", "analyse", "analyses", "ensure_torchvision_importable", "explain", "get_adapter",
-           "load_images", "load_model", "methods", "__version__"]
+           "load_images", "load_maps", "load_model", "methods", "__version__"]

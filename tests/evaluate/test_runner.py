@@ -13,7 +13,7 @@ import xvit
 from xvit.cli import main
 from xvit.data.shapes import SHAPE_CLASSES
 from xvit.data.sources import EvalDataset
-from xvit.evaluate import METRICS, Metric, Plot, register_metric, runner, state
+from xvit.evaluate import METRICS, Metric, Plot, chunks, register_metric, runner, state
 from xvit.evaluate.runner import evaluate
 from xvit.models import Preprocessing, create_vit, save_checkpoint
 from xvit.params import Interval
@@ -223,13 +223,13 @@ def test_interrupted_runs_resume_and_equal_a_clean_run(ckpt, tmp_path, monkeypat
     monkeypatch.setattr(runner, "write_state", write_state)
 
     computed = []
-    run_chunk = runner.run_chunk
+    run_chunk = chunks.run_chunk
 
     def counting(plan, method, batch, *a, **k):
         computed.append((method, batch.indices[0]))
         return run_chunk(plan, method, batch, *a, **k)
 
-    monkeypatch.setattr(runner, "run_chunk", counting)
+    monkeypatch.setattr(chunks, "run_chunk", counting)
     assert main([*args, "--out", str(resumed)]) == 0
     assert sorted(computed) == [("attnlrp", 0), ("attnlrp", 3), ("rollout", 3)]
     assert _comparable(resumed) == _comparable(clean)

@@ -7,7 +7,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from xvit.cli.common import UsageError, add_model_argument, device, load_model, parse_params, positive_int
+from xvit.cli._engines import add_engine_arguments, engine_from_args
+from xvit.cli.common import (
+    UsageError,
+    add_model_argument,
+    device,
+    load_model,
+    output_dir,
+    parse_params,
+    positive_int,
+)
 from xvit.evaluate import DEFAULT_METHODS, RunSpec, execute, metrics, prepare
 
 __all__ = ["add_arguments", "run"]
@@ -50,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true", help="ignore saved state in --out and start over")
     parser.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_engine_arguments(parser)
 
 
 def _spec(args: argparse.Namespace) -> RunSpec:
@@ -78,13 +88,21 @@ def _command(args: argparse.Namespace, spec: RunSpec) -> str:
         parts += ["--param", p]
     for p in args.metric_param:
         parts += ["--metric-param", p]
+    if args.engine != "local":
+        parts += ["--engine", args.engine]
+    if args.address is not None:
+        parts += ["--address", args.address]
+    if args.workers is not None:
+        parts += ["--workers", str(args.workers)]
     return shlex.join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``xvit evaluate``; returns the exit status."""
     dev = device(args.device)
+    output_dir(args.out)
     spec = _spec(args)
+    engine = engine_from_args(args)
     model = load_model(args.model).to(dev)
     try:
         plan = prepare(spec, model=model)
@@ -94,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     try:
         result = execute(plan, args.out, resume=not args.restart, progress=args.progress,
-                         command=_command(args, spec))
+                         command=_command(args, spec), engine=engine)
     except KeyboardInterrupt:
         print(f"xvit evaluate: finished chunks are saved in {args.out / 'state'}; rerun the same command to "
               "resume.", file=sys.stderr)

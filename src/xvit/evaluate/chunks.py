@@ -4,7 +4,8 @@ For every chunk of images, :func:`clean_pass` runs the clean forward pass once a
 chunk with one method, builds one :class:`~xvit.evaluate.inputs.MetricInput` and updates a fresh metric per
 column with it, keeping each metric's :meth:`~xvit.evaluate.Metric.state_dict`: that is the *unit* saved for
 resuming (:mod:`xvit.evaluate.state`). :func:`aggregate` merges the units of one method × column into one
-:class:`~xvit.evaluate.MetricResult`.
+:class:`~xvit.evaluate.MetricResult`. :class:`ChunkWorker` computes every pending unit of one chunk; the engines
+of :mod:`xvit.evaluate.engines` run it in this process or on Ray actors that open it from the run's spec.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from xvit.data.sources import EvalBatch
 from xvit.evaluate.base import Column, Metric, MetricResult, NotApplicable
 from xvit.evaluate.cost import measure_cost
 from xvit.evaluate.inputs import MetricInput, Timing
-from xvit.evaluate.plan import Plan
+from xvit.evaluate.plan import Plan, prepare
+from xvit.evaluate.spec import RunSpec
 from xvit.explainer import Explainer
+from xvit.models import load_model
+from xvit.utils.context import eval_mode
 from xvit.utils.logits import unwrap_logits
 
-__all__ = ["aggregate", "clean_pass", "run_chunk"]
+__all__ = ["ChunkWorker", "aggregate", "clean_pass", "run_chunk"]
 
 
 def _timed(plan: Plan, fn: Callable[[], None], n_images: int, probe: bool) -> Timing:
@@ -126,6 +130,43 @@ def run_chunk(plan: Plan, method: str, batch: EvalBatch, clean: dict[str, Any], 
         seconds[col.name] = time.perf_counter() - t0
     unit["seconds"] = seconds
     return unit
+
+
+class ChunkWorker:
+    """Computes the units of one chunk: ``worker((start, stop, methods))`` loads images ``start:stop``, runs the
+    clean pass once and :func:`run_chunk` for each method, and returns ``[(unit, seconds), ...]``.
+
+    Built from plain arguments (the run spec as a dict, the driver's resume fingerprints, a device name), it
+    opens model and data itself, once; :meth:`from_plan` wraps an already opened plan.
+    """
+
+    def __init__(self, spec: dict[str, Any], fingerprints: dict[str, str], device: str = "cpu") -> None:
+        run_spec = RunSpec.from_dict(spec)
+        if run_spec.model is None:
+            raise ValueError("a worker re-opens the model from the run spec; give the model as a spec.")
+        self.plan = prepare(run_spec, model=load_model(run_spec.model).to(device))
+        self.plan.fingerprints.update(fingerprints)
+        self.warmed: set[str] = set()
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> ChunkWorker:
+        """A worker on an opened plan (whose ``fingerprints`` are set)."""
+        worker = cls.__new__(cls)
+        worker.plan, worker.warmed = plan, set()
+        return worker
+
+    def __call__(self, task: tuple[int, int, list[str]]) -> list[tuple[dict[str, Any], float]]:
+        start, stop, methods = task
+        plan, out = self.plan, []
+        with torch.random.fork_rng(), eval_mode(plan.model):
+            batch = plan.data.load(range(start, stop), plan.prep)
+            clean = clean_pass(plan, batch)
+            for m in methods:
+                t0 = time.perf_counter()
+                unit = run_chunk(plan, m, batch, clean, warm=m not in self.warmed)
+                self.warmed.add(m)
+                out.append((unit, time.perf_counter() - t0))
+        return out
 
 
 def _to_cpu(obj: Any) -> Any:

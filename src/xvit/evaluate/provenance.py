@@ -31,13 +31,15 @@ def _versions() -> dict[str, str | None]:
 
 
 def provenance(plan: Plan, chunks: list[tuple[int, int]], units: dict[tuple[str, int], Any],
-               wall: dict[str, float], reused: int, command: str | None, notes: list[str]) -> dict[str, Any]:
-    """The JSON-ready provenance record; ``wall`` is this run's seconds per method, ``reused`` the resumed units."""
+               wall: dict[str, float], reused: int, command: str | None, notes: list[str],
+               engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-ready provenance record; ``wall`` is this run's seconds per method, ``reused`` the resumed units,
+    ``engine`` the engine's description (name, workers, cluster resources)."""
     compute = {m: sum(sum(units[(m, s)]["seconds"].values()) for s, _ in chunks) for m in plan.methods}
     return jsonable({
         "command": command if command is not None else shlex.join(sys.argv),
         "versions": _versions(), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-        "device": str(plan.device),
+        "device": str(plan.device), "engine": engine if engine is not None else {"name": "local"},
         "seeds": {"explanations": plan.options["seed"], **plan.seeds, "data": plan.data.info.get("base_seed")},
         "model": plan.model_info, "data": {**plan.data.describe(), "image_ids": plan.data.ids},
         "options": plan.options, "methods": plan.methods,

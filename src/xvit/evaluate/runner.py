@@ -22,7 +22,9 @@ only those above it:
 * :mod:`~xvit.evaluate.chunks`: per-chunk explanations and metric updates, and merging,
 * :mod:`~xvit.evaluate.state`: saved (method, chunk) units and their fingerprints, for resuming,
 * :mod:`~xvit.evaluate.outputs`: the result, summary and per-image rows, Markdown, JSON, CSV/Parquet, curves,
-* :mod:`~xvit.evaluate.provenance`: the provenance record.
+* :mod:`~xvit.evaluate.provenance`: the provenance record,
+* :mod:`~xvit.evaluate.engines`: where chunks run, in this process or on Ray actors
+  (:class:`~xvit.evaluate.chunks.ChunkWorker`).
 
 ``xvit evaluate`` (:mod:`xvit.cli.evaluate`) is a thin layer over :func:`prepare` and :func:`execute`.
 """
@@ -31,24 +33,22 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from xvit.data.sources import EvalDataset
 from xvit.evaluate.base import MetricResult, NotApplicable
-from xvit.evaluate.chunks import aggregate, clean_pass, run_chunk
+from xvit.evaluate.chunks import ChunkWorker, aggregate
+from xvit.evaluate.engines import Engine, LocalEngine
 from xvit.evaluate.outputs import EvaluationResult, per_image_rows, skipped_row, summary_row, write_outputs
 from xvit.evaluate.plan import Plan, prepare
 from xvit.evaluate.provenance import provenance
 from xvit.evaluate.spec import DEFAULT_METHODS, RunSpec
 from xvit.evaluate.state import fingerprint, open_state_dir, saved_units, write_state
-from xvit.utils.context import eval_mode
 
 __all__ = ["EvaluationResult", "evaluate", "evaluate_spec", "execute"]
 
@@ -117,9 +117,16 @@ def evaluate_spec(spec: RunSpec, out_dir: str | os.PathLike | None = None, *, re
 
 
 def execute(plan: Plan, out_dir: str | os.PathLike | None = None, *, resume: bool = True, progress: bool = False,
-            command: str | None = None) -> EvaluationResult:
+            command: str | None = None, engine: Engine | None = None) -> EvaluationResult:
     """Run every (method, chunk) of ``plan`` not already saved in ``out_dir``, saving each as it finishes, then
-    collect the results and write the outputs."""
+    collect the results and write the outputs.
+
+    ``engine`` computes the chunks (:mod:`xvit.evaluate.engines`; default: this process). A
+    :class:`~xvit.evaluate.engines.RayEngine` ships the run spec to its actors, which re-open model and data from
+    it, so the plan's model must come from a spec; the units come back and are merged exactly as resumed ones."""
+    engine = LocalEngine() if engine is None else engine
+    if not isinstance(engine, LocalEngine) and plan.spec.model is None:
+        raise ValueError(f"the {engine.name} engine re-opens the model on its workers; give the model as a spec.")
     out_dir = None if out_dir is None else Path(out_dir)
     n = len(plan.data)
     bs = plan.options["batch_size"]
@@ -130,35 +137,31 @@ def execute(plan: Plan, out_dir: str | os.PathLike | None = None, *, resume: boo
     state_dir = None if out_dir is None else open_state_dir(out_dir)
     units = saved_units(state_dir, plan, chunks) if state_dir is not None and resume else {}
     reused = len(units)
-    todo = [(start, stop) for start, stop in chunks if any((m, start) not in units for m in methods)]
+    todo = [(start, stop, [m for m in methods if (m, start) not in units]) for start, stop in chunks]
+    todo = [task for task in todo if task[2]]
     wall: dict[str, float] = {m: 0.0 for m in methods}
-    warmed: set[str] = set()
     bar = tqdm(total=n * len(methods), initial=sum(units[k]["stop"] - units[k]["start"] for k in units), unit="img",
                desc="evaluate", file=sys.stderr, dynamic_ncols=True, disable=not progress)
+    args = (plan.spec.to_dict(), dict(plan.fingerprints), str(plan.device))
     try:
-        with torch.random.fork_rng(), eval_mode(plan.model):
-            for start, stop in todo:
-                batch = plan.data.load(range(start, stop), plan.prep)
-                clean = clean_pass(plan, batch)
-                for m in methods:
-                    if (m, start) in units:
-                        continue
-                    t0 = time.perf_counter()
-                    unit = run_chunk(plan, m, batch, clean, warm=m not in warmed)
-                    warmed.add(m)
-                    wall[m] += time.perf_counter() - t0
-                    units[(m, start)] = unit
+        with engine:
+            for finished in engine.map_unordered(ChunkWorker, args, todo, local_worker=ChunkWorker.from_plan(plan)):
+                for unit, seconds in finished:
+                    m = unit["method"]
+                    wall[m] += seconds
+                    units[(m, unit["start"])] = unit
                     if state_dir is not None:
                         write_state(state_dir, unit)
                     bar.set_postfix_str(m, refresh=False)
-                    bar.update(stop - start)
+                    bar.update(unit["stop"] - unit["start"])
+            described = engine.describe()
     finally:
         bar.close()
-    return _finish(plan, out_dir, chunks, units, wall, reused, command)
+    return _finish(plan, out_dir, chunks, units, wall, reused, command, described)
 
 
 def _finish(plan: Plan, out_dir: Path | None, chunks: list[tuple[int, int]], units: dict[tuple[str, int], Any],
-            wall: dict[str, float], reused: int, command: str | None) -> EvaluationResult:
+            wall: dict[str, float], reused: int, command: str | None, engine: dict[str, Any]) -> EvaluationResult:
     """Merge the units into results, rows and provenance, and write the outputs where ``out_dir`` is given."""
     n = len(plan.data)
     notes = list(plan.notes)
@@ -187,7 +190,7 @@ def _finish(plan: Plan, out_dir: Path | None, chunks: list[tuple[int, int]], uni
             scores_by[m][col.name] = full
             summary.append(summary_row(m, col, metric, res, seconds.get(col.name)))
     per_image = per_image_rows(plan, chunks, units, scores_by)
-    record = provenance(plan, chunks, units, wall, reused, command, notes)
+    record = provenance(plan, chunks, units, wall, reused, command, notes, engine)
     result = EvaluationResult(summary=summary, per_image=per_image, results=results, notes=notes,
                               provenance=record, out_dir=out_dir)
     if out_dir is not None:
