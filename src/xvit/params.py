@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -60,6 +60,38 @@ class Interval:
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         return f"{kind} in the range {left}{lo}, {hi}{right}"
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """A non-empty list of boxes ``(x0, y0, x1, y1)``, fractions of the image width and height with
+    ``0 <= x0 < x1 <= 1`` and ``0 <= y0 < y1 <= 1``."""
+
+    @staticmethod
+    def is_box(b: Any) -> bool:
+        return (isinstance(b, (list, tuple)) and len(b) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+                and 0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1)
+
+    def accepts(self, v: Any) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) > 0 and all(self.is_box(b) for b in v)
+
+    def describe(self) -> str:
+        return "a non-empty list of (x0, y0, x1, y1) fractions with x0 < x1 and y0 < y1"
+
+
+@dataclass(frozen=True)
+class Satisfies:
+    """A value for which ``predicate`` holds; ``description`` says what that is (for the message)."""
+
+    predicate: Callable[[Any], bool]
+    description: str
+
+    def accepts(self, v: Any) -> bool:
+        return bool(self.predicate(v))
+
+    def describe(self) -> str:
+        return self.description
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +22,11 @@ from xvit.analysis.base import Analysis, AnalysisResult, register_analysis
 from xvit.data.sources.folders import read_mask
 from xvit.methods.base import METHODS, Context, Method
 from xvit.models.vit import Attention as BuiltinAttention
-from xvit.params import Interval, InvalidParameterError, Nullable, Options
+from xvit.params import Boxes, Interval, InvalidParameterError, Nullable, Options, Satisfies
 from xvit.utils.maps import normalise_maps
 
 HALVES = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0))
 FLOOR = 1e-6  # coverage floor of the logit bias: a patch outside the region gets β·log(1e-6)
-
-
-@dataclass(frozen=True)
-class Satisfies:
-    """A parameter constraint given by a predicate and its description."""
-
-    predicate: Callable[[Any], bool]
-    description: str
-
-    def accepts(self, v: Any) -> bool:
-        return self.predicate(v)
-
-    def describe(self) -> str:
-        return self.description
-
-
-def _is_box(b: Any) -> bool:
-    return (isinstance(b, (list, tuple)) and len(b) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
-            and 0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1)
 
 
 def _is_masks(m: Any) -> bool:
@@ -212,8 +191,7 @@ class ExternalAttentionGuidance(Analysis):
 
     definition_version = "cui2026-g1"
     param_constraints = {
-        "boxes": Nullable(Satisfies(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_is_box, v)),
-                                     "a non-empty list of (x0, y0, x1, y1) fractions with x0 < x1 and y0 < y1")),
+        "boxes": Nullable(Boxes()),
         "masks": Nullable(Satisfies(_is_masks, "a list of mask image paths or an (R, H, W) / (B, R, H, W) tensor")),
         "beta": Interval(0, None),
         "blocks": Nullable(Satisfies(_is_blocks, "a non-empty list of block indices")),

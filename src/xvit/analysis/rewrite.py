@@ -13,10 +13,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from xvit.analysis.base import Analysis, AnalysisResult, register_analysis
-from xvit.analysis.guide import Satisfies
 from xvit.methods.base import METHODS, Context, Method
 from xvit.models import preprocessing_for
-from xvit.params import Interval, InvalidParameterError, Nullable, Options
+from xvit.params import Interval, InvalidParameterError, Nullable, Options, Satisfies
 from xvit.utils.filters import gaussian_blur
 from xvit.utils.maps import normalise_maps
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from xvit.evaluate.inputs import MetricInput, RunContext
-from xvit.params import InvalidParameterError, Parameterized
+from xvit.params import InvalidParameterError, Parameterized, Satisfies
 from xvit.registry import Registry
 
 __all__ = ["METRICS", "REQUIREMENTS", "Column", "Metric", "MetricResult", "NotApplicable", "Plot", "get_metric",
@@ -163,27 +163,13 @@ class MetricResult:
     curve_labels: list[str] | None = None
 
 
-@dataclass(frozen=True)
-class Check:
-    """A parameter constraint: a predicate and the phrase that describes it (for ``validate_params``)."""
-
-    predicate: Callable[[Any], bool]
-    description: str
-
-    def accepts(self, v: Any) -> bool:
-        return self.predicate(v)
-
-    def describe(self) -> str:
-        return self.description
-
-
 def _is_channel_stats(v: Any) -> bool:
     return (isinstance(v, (tuple, list)) and len(v) > 0
             and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in v))
 
 
-CHANNEL_MEAN = Check(_is_channel_stats, "a tuple of finite floats, one per channel")
-CHANNEL_STD = Check(lambda v: _is_channel_stats(v) and all(c > 0 for c in v),
+CHANNEL_MEAN = Satisfies(_is_channel_stats, "a tuple of finite floats, one per channel")
+CHANNEL_STD = Satisfies(lambda v: _is_channel_stats(v) and all(c > 0 for c in v),
                     "a tuple of positive floats, one per channel")
 
 

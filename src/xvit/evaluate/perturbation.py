@@ -16,7 +16,6 @@ from torch import Tensor
 from xvit.evaluate.base import (
     CHANNEL_MEAN,
     CHANNEL_STD,
-    Check,
     Column,
     Metric,
     MetricResult,
@@ -27,7 +26,7 @@ from xvit.evaluate.base import (
     register_metric,
 )
 from xvit.evaluate.inputs import MetricInput, RunContext
-from xvit.params import Interval, Options
+from xvit.params import Interval, Options, Satisfies
 from xvit.perturb import Black, RankMasks, score
 
 __all__ = ["Perturbation", "perturbation_curve"]
@@ -76,7 +75,7 @@ class Perturbation(Metric):
         "mean": CHANNEL_MEAN,
         "std": CHANNEL_STD,
         "mode": Options(("positive", "negative")),
-        "fractions": Check(_is_fractions, "an increasing tuple of floats in (0, 1]"),
+        "fractions": Satisfies(_is_fractions, "an increasing tuple of floats in (0, 1]"),
         "batch_size": Interval(1, None, integer=True),
     }
 

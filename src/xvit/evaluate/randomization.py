@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from xvit.evaluate.base import (
-    Check,
     Metric,
     MetricResult,
     Plot,
@@ -26,7 +25,7 @@ from xvit.evaluate.base import (
 )
 from xvit.evaluate.inputs import MetricInput, RunContext
 from xvit.explainer import explain
-from xvit.params import Interval, Options
+from xvit.params import Interval, Options, Satisfies
 from xvit.utils.maps import upsample_maps
 
 __all__ = ["Randomization", "randomization_curve", "run_explain_fn", "spearman", "vit_randomization_units"]
@@ -146,8 +145,8 @@ class Randomization(Metric):
                   "Spearman similarity of |map|"),)
     run_params = frozenset({"explain_fn"})
     param_constraints = {
-        "explain_fn": Check(callable, "a callable explain_fn(model, x, targets) -> maps (B, H, W)"),
-        "units": Check(_is_units, "'vit', 'module', a callable model -> [(name, [paths])] or such a list"),
+        "explain_fn": Satisfies(callable, "a callable explain_fn(model, x, targets) -> maps (B, H, W)"),
+        "units": Satisfies(_is_units, "'vit', 'module', a callable model -> [(name, [paths])] or such a list"),
         "mode": Options(("cascading", "independent")),
         "seed": Interval(0, None, integer=True),
     }
