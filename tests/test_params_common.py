@@ -6,7 +6,7 @@ import pytest
 import xvit
 from tests.tiny_models import make
 from xvit.methods import METHODS
-from xvit.params import Interval, InvalidParameterError, Nullable, Options
+from xvit.params import Boxes, Interval, InvalidParameterError, Nullable, Options, validate_params
 
 
 def _invalid_values(constraint):
@@ -45,3 +45,14 @@ def test_unknown_parameter_and_method_get_helpful_messages():
 def test_block_index_is_checked_against_the_model_depth():
     with pytest.raises(InvalidParameterError, match="block index in \\[-2, 2\\)"):
         xvit.explain(make("xvit"), __import__("torch").randn(1, 3, 32, 32), "rollout", start_layer=5)
+
+
+def test_boxes_are_fractions_x0_y0_x1_y1_with_the_corners_in_order():
+    boxes = Boxes()
+    assert boxes.accepts([[0, 0, 1, 1]]) and boxes.accepts(((0.1, 0.2, 0.5, 0.9), [0.5, 0, 1, 0.5]))
+    for bad in ([], None, "box", [[0.5, 0, 0.2, 1]], [[0, 0.6, 1, 0.4]], [[0, 0, 1.5, 1]], [[-0.1, 0, 1, 1]],
+                [[0, 0, 1]], [[0, 0, True, 1]], [["0", 0, 1, 1]], [[0.2, 0, 0.2, 1]]):
+        assert not boxes.accepts(bad), bad
+    with pytest.raises(InvalidParameterError, match=r"'boxes' parameter of guide must be None or a non-empty list of "
+                                                    r"\(x0, y0, x1, y1\) fractions"):
+        validate_params("guide", {"boxes": [[1, 0, 0, 1]]}, {"boxes": Nullable(Boxes())})

@@ -1,5 +1,6 @@
 """End to end in a real headless Chromium (Debian's ``chromium``, driven by Playwright through its executable path):
-load the page, upload images, explain with two methods, change the class, run an analysis, download.
+load the page, upload images, explain with two methods, change the class, run an analysis, download; draw a box
+on the image for an analysis that takes boxes.
 
 Screenshots go to ``out/test-artifacts/app/``. Without Chromium or Playwright the test skips with the reason;
 where ``XVIT_REQUIRE_BROWSER=1`` (CI) it fails instead.
@@ -115,4 +116,34 @@ def test_upload_explain_change_class_analyse_download(server, browser, tmp_path)
     page.wait_for_selector("#analysis-result img[data-figure]", timeout=60_000)
     assert page.locator("#analysis-result img").evaluate("e => e.naturalWidth") > 0
     page.screenshot(path=str(ARTIFACTS / "analysis.png"), full_page=True)
+    assert errors == []
+
+
+def test_draw_a_box_on_the_image_for_guide(server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server)
+    path = tmp_path / "boxes.png"
+    path.write_bytes(png(noise_image(64, 48, seed=3)))
+    page.set_input_files("#file-input", [str(path)])
+    page.select_option("#analysis", "guide")
+    canvas = page.locator("#analysis-params [data-boxes] canvas")
+    expect(canvas).to_be_visible()
+    page.wait_for_function("document.querySelector('[data-boxes] img').naturalWidth > 0")
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.2 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.9 * box["height"], steps=5)
+    page.mouse.up()
+    expect(page.locator("[data-boxes] li")).to_have_count(1)
+    page.click("#run-analysis")
+    page.wait_for_selector("#analysis-result img[data-figure=guide]", timeout=60_000)
+    assert page.locator("#analysis-result img").evaluate("e => e.naturalWidth") > 0
+    sent = json.loads(page.locator("#analysis-result tr", has_text="param boxes").locator("td").nth(1).inner_text())
+    assert len(sent) == 1 and sent[0] == pytest.approx([0.1, 0.2, 0.6, 0.9], abs=0.02)
+    page.screenshot(path=str(ARTIFACTS / "guide-boxes.png"), full_page=True)
     assert errors == []

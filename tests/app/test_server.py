@@ -364,6 +364,24 @@ def test_analysis_job(client):
     assert bad.status_code == 422 and "unexpected parameter" in bad.json()["error"]
 
 
+def test_guide_lists_its_boxes_and_runs_with_drawn_boxes(client):
+    guide = {p["name"]: p for p in client.get("/api/analyses").json()["analyses"]["guide"]["params"]}
+    assert guide["boxes"]["default"] is None
+    assert guide["boxes"]["constraint"]["kind"] == "nullable"
+    assert guide["boxes"]["constraint"]["inner"]["kind"] == "boxes"
+    image = upload(client, noise_image())
+    boxes = [[0.1, 0.2, 0.6, 0.9], [0.5, 0.0, 1.0, 0.5]]
+    job = client.post("/api/jobs/analysis", json={"model": MODEL, "images": [image["id"]], "analysis": "guide",
+                                                  "params": {"boxes": boxes}})
+    assert job.status_code == 202, job.text
+    state = wait(client, job.json()["id"])
+    assert state["status"] == "done", state
+    assert state["result"]["tensors"]["coverage"]["shape"][1] == 2
+    bad = client.post("/api/jobs/analysis", json={"model": MODEL, "images": [image["id"]], "analysis": "guide",
+                                                  "params": {"boxes": [[0.6, 0, 0.1, 1]]}})
+    assert bad.status_code == 422 and "x0 < x1" in bad.json()["error"]
+
+
 def test_a_full_queue_is_429_with_retry_after_and_jobs_can_be_cancelled(slow_method):
     with make_client(max_queue=1) as c:
         image = upload(c, noise_image())

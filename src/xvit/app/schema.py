@@ -11,20 +11,23 @@ import matplotlib
 
 from xvit.analysis import ANALYSES, analyses
 from xvit.methods import METHODS, methods
-from xvit.params import Interval, InvalidParameterError, Nullable, Options
+from xvit.params import Boxes, Interval, InvalidParameterError, Nullable, Options
 from xvit.registry import did_you_mean
 from xvit.utils.jsonable import jsonable
 from xvit.viz import DEFAULT_CMAP, DIVERGING_CMAP
 
 
 def constraint_schema(constraint: Any) -> dict[str, Any]:
-    """A parameter constraint as JSON: ``kind`` (``interval``, ``options``, ``nullable`` or ``any``), its fields
-    and the same description the validation messages use."""
+    """A parameter constraint as JSON: ``kind`` (``interval``, ``options``, ``boxes``, ``nullable`` or ``any``), its
+    fields and the same description the validation messages use. ``boxes`` are ``[x0, y0, x1, y1]`` fractions of
+    the image, which the page lets the user draw on it."""
     if isinstance(constraint, Interval):
         out = {"kind": "interval", "low": constraint.low, "high": constraint.high, "closed": constraint.closed,
                "integer": constraint.integer}
     elif isinstance(constraint, Options):
         out = {"kind": "options", "values": jsonable(list(constraint.values))}
+    elif isinstance(constraint, Boxes):
+        out = {"kind": "boxes"}
     elif isinstance(constraint, Nullable):
         out = {"kind": "nullable", "inner": constraint_schema(constraint.inner)}
     else:

@@ -82,6 +82,12 @@ function gradient(kind) {
 // One control per parameter, built from its declared constraint (interval, options, nullable, any).
 function control(param, constraint, value) {
   const kind = constraint.kind;
+  if (kind === "nullable" && constraint.inner.kind === "boxes") {
+    // No boxes drawn stands for None.
+    const inner = boxesControl(value || []);
+    return { node: inner.node, read: () => (inner.read().length ? inner.read() : null) };
+  }
+  if (kind === "boxes") return boxesControl(value);
   if (kind === "nullable") {
     const inner = control(param, constraint.inner, value === null ? innerDefault(constraint.inner) : value);
     const none = el("input", { type: "checkbox", title: "None" });
@@ -117,6 +123,83 @@ function control(param, constraint, value) {
     node: input,
     read: () => { try { return JSON.parse(input.value); } catch (e) { return input.value; } },
   };
+}
+
+// Boxes [x0, y0, x1, y1] as fractions of the image width and height, drawn by dragging on the selected image.
+function boxesControl(initial) {
+  const boxes = initial.map((b) => [...b]);
+  const image = el("img", { alt: "selected image", draggable: "false" });
+  const canvas = el("canvas", { class: "box-canvas", title: "drag to draw a box" });
+  const stage = el("div", { class: "box-stage" }, image, canvas);
+  const hint = el("span", { class: "muted small" }, "Choose an image, then drag on it to draw boxes.");
+  const list = el("ol", { class: "box-list" });
+  const clear = el("button", { class: "ghost", type: "button", onclick: () => { boxes.length = 0; update(); } }, "Clear");
+  let start = null;
+  let current = null;
+
+  function showImage() {
+    stage.hidden = !state.selected;
+    hint.hidden = Boolean(state.selected);
+    if (state.selected && image.getAttribute("src") !== state.selected.thumbnail) image.src = state.selected.thumbnail;
+  }
+
+  function fraction(e) {
+    const r = canvas.getBoundingClientRect();
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return [clamp((e.clientX - r.left) / r.width), clamp((e.clientY - r.top) / r.height)];
+  }
+
+  function draw() {
+    canvas.width = image.clientWidth;
+    canvas.height = image.clientHeight;
+    const ctx = canvas.getContext("2d");
+    const { width: w, height: h } = canvas;
+    ctx.lineWidth = 2;
+    ctx.font = "bold 12px system-ui, sans-serif";
+    const shown = current ? [...boxes, current] : boxes;
+    shown.forEach(([x0, y0, x1, y1], i) => {
+      ctx.fillStyle = "rgba(255, 204, 0, 0.2)";
+      ctx.fillRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+      ctx.strokeStyle = "#ffcc00";
+      ctx.strokeRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+      ctx.fillStyle = "#ffcc00";
+      ctx.fillText(String(i + 1), x0 * w + 4, y0 * h + 14);
+    });
+  }
+
+  function update() {
+    list.replaceChildren(...boxes.map((b, i) => el("li", {},
+      el("span", {}, b.map((v) => v.toFixed(2)).join(", ")),
+      el("button", { class: "ghost", type: "button", title: "Remove this box", "aria-label": `Remove box ${i + 1}`,
+                     onclick: () => { boxes.splice(i, 1); update(); } }, "×"))));
+    clear.disabled = !boxes.length;
+    draw();
+  }
+
+  canvas.addEventListener("pointerdown", (e) => {
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    start = fraction(e);
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!start) return;
+    const [x, y] = fraction(e);
+    current = [Math.min(start[0], x), Math.min(start[1], y), Math.max(start[0], x), Math.max(start[1], y)];
+    draw();
+  });
+  canvas.addEventListener("pointerup", () => {
+    const box = current && current.map((v) => Math.round(v * 1000) / 1000);
+    start = null;
+    current = null;
+    if (box && box[2] - box[0] >= 0.01 && box[3] - box[1] >= 0.01) boxes.push(box);
+    update();
+  });
+  new ResizeObserver(draw).observe(image);  // the canvas follows the image's size (loaded, shown, resized)
+  const node = el("div", { class: "boxes-editor", "data-boxes": "" }, stage, hint, el("div", {}, list, clear));
+  node.addEventListener("imagechange", showImage);
+  showImage();
+  update();
+  return { node, read: () => boxes.map((b) => [...b]) };
 }
 
 function innerDefault(constraint) {
@@ -261,6 +344,7 @@ async function select(image) {
   $("#top5").replaceChildren();
   updateMethodCount();
   $("#run-analysis").disabled = false;
+  for (const editor of document.querySelectorAll("[data-boxes]")) editor.dispatchEvent(new Event("imagechange"));
   await predict();
 }
 
