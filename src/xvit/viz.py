@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from xvit.utils.maps import upsample_maps
+from xvit.utils.maps import normalise_maps, upsample_maps
 
 __all__ = ["DEFAULT_CMAP", "DIVERGING_CMAP", "overlay", "overlay_explanation", "comparison_grid", "plot_curves",
            "save_grid"]
@@ -182,8 +182,7 @@ def _colorize(map2d: Tensor | np.ndarray, size: tuple[int, int], signed: bool,
         scale = scale if scale > 0 else m.abs().max()
         v = ((m / scale).clamp(-1, 1) if scale > 0 else torch.zeros_like(m)) * 0.5 + 0.5
     else:
-        lo, hi = m.min(), m.max()
-        v = (m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)
+        v = normalise_maps(m)
     if cmap is None:
         cmap = DIVERGING_CMAP if signed else DEFAULT_CMAP
     colormap = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap

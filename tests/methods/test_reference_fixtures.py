@@ -271,7 +271,8 @@ def test_tis_clusters_the_reference_vectors():
 def test_vit_cx_sigma0_float32(i):
     from xvit.adapters import get_adapter
     from xvit.methods.base import Context
-    from xvit.methods.vit_cx import ViTCX, cosine_distance, min_max_rows
+    from xvit.methods.vit_cx import ViTCX, cosine_distance
+    from xvit.utils.maps import normalise_maps
 
     stored = _fixture("vit_cx")
     model, x = ref.reference_model(), ref.inputs()[i]
@@ -281,7 +282,8 @@ def test_vit_cx_sigma0_float32(i):
         ref.assert_close_scaled(e.raw[0, k], stored[f"in{i}.{which}.vit_cx"])
         raw = e.raw[0, k]
         expected = stored[f"in{i}.{which}.vit_cx"]
-        torch.testing.assert_close(min_max_rows(raw.flatten()), min_max_rows(expected.flatten()), rtol=0, atol=1e-4)
+        torch.testing.assert_close(normalise_maps(raw.flatten(), 1), normalise_maps(expected.flatten(), 1), rtol=0,
+                                   atol=1e-4)
     assert e.meta["n_clusters"].tolist() == stored[f"in{i}.vit_cx_n_clusters"].tolist()
     # the intermediate steps: distances, the partition of the channels, the masks and their scores
     adapter = get_adapter(model)
@@ -293,8 +295,8 @@ def test_vit_cx_sigma0_float32(i):
     with torch.no_grad():
         ref.assert_close_scaled(model(x * masks[:, None]).softmax(1), stored[f"in{i}.vit_cx_probs_masked"])
     grid = features[1:].T.reshape(96, 14, 14)
-    channels = min_max_rows(torch.nn.functional.interpolate(grid[None], size=(224, 224), mode="bilinear")[0]
-                            .flatten(1))
+    channels = normalise_maps(torch.nn.functional.interpolate(grid[None], size=(224, 224), mode="bilinear")[0]
+                              .flatten(1), 1)
     torch.testing.assert_close(cosine_distance(channels).float(), stored[f"in{i}.vit_cx_distance"], rtol=0, atol=1e-5)
 
 

@@ -8,8 +8,9 @@ import xvit
 from tests.tiny_models import SIZE, make
 from xvit.adapters import get_adapter
 from xvit.methods.base import Context
-from xvit.methods.vit_cx import ViTCX, min_max_rows
+from xvit.methods.vit_cx import ViTCX
 from xvit.perturb import GaussianNoise
+from xvit.utils.maps import normalise_maps
 
 
 def test_causal_score_with_noise_equals_the_formula():
@@ -33,6 +34,6 @@ def test_causal_score_with_noise_equals_the_formula():
     torch.testing.assert_close(e.raw[0], expected, rtol=1e-4, atol=1e-6)
 
 
-def test_min_max_rows_maps_constant_rows_to_zero():
+def test_rows_are_min_max_normalised_as_vit_cx_needs_constant_rows_to_zero():
     rows = torch.tensor([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]])
-    torch.testing.assert_close(min_max_rows(rows), torch.tensor([[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(normalise_maps(rows, 1), torch.tensor([[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]]))

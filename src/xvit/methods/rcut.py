@@ -16,6 +16,7 @@ from xvit.methods.base import Attribution, Context, Method, register_method
 from xvit.params import Interval, Options
 from xvit.perturb import Masks, score
 from xvit.targets import explained_classes
+from xvit.utils.maps import normalise_maps
 
 
 class ChannelMasks(Masks):
@@ -34,9 +35,7 @@ class ChannelMasks(Masks):
     def rows(self, image: Tensor, index: Tensor) -> Tensor:
         maps = self.channels[image, index][:, None]
         up = F.interpolate(maps, size=self.shape, mode="bilinear", align_corners=True)[:, 0].flatten(1)
-        low, high = up.amin(1, keepdim=True), up.amax(1, keepdim=True)
-        return torch.where(high > low, (up - low) / (high - low).clamp(min=torch.finfo(up.dtype).tiny),
-                           0.0).view(-1, *self.shape)
+        return normalise_maps(up, 1).view(-1, *self.shape)
 
     def kept_counts(self, batch: int) -> Tensor:
         raise TypeError("R-Out masks are soft; they are not token masks.")

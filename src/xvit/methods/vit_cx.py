@@ -12,12 +12,7 @@ from xvit.methods.base import Attribution, Context, Method, register_method
 from xvit.params import Interval
 from xvit.perturb import GaussianNoise, score
 from xvit.targets import explained_classes
-
-
-def min_max_rows(m: Tensor) -> Tensor:
-    """Min-max each row of ``(..., P)`` to [0, 1]; a constant row becomes 0."""
-    low, high = m.amin(-1, keepdim=True), m.amax(-1, keepdim=True)
-    return torch.where(high > low, (m - low) / (high - low).clamp(min=torch.finfo(m.dtype).tiny), 0.0)
+from xvit.utils.maps import normalise_maps
 
 
 def cosine_distance(rows: Tensor) -> Tensor:
@@ -98,10 +93,10 @@ class ViTCX(Method):
     def cluster_masks(self, ctx: Context, features: Tensor, size: tuple[int, int]) -> Tensor:
         """``(K, H, W)`` cluster masks of one image's features ``(T, D)``."""
         grid = ctx.layout.tokens_to_grid(features.T.float())  # (D, h, w)
-        channels = min_max_rows(F.interpolate(grid[None], size=size, mode="bilinear", align_corners=False)[0]
-                                .flatten(1))
+        channels = normalise_maps(F.interpolate(grid[None], size=size, mode="bilinear", align_corners=False)[0]
+                                  .flatten(1), 1)
         labels = torch.as_tensor(cluster_labels(cosine_distance(channels), self.params["distance_threshold"]),
                                  device=channels.device)
         sums = channels.new_zeros(int(labels.max()) + 1, channels.shape[1])
         sums.index_add_(0, labels, channels)
-        return min_max_rows(sums).view(-1, *size)
+        return normalise_maps(sums, 1).view(-1, *size)
