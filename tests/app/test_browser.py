@@ -130,10 +130,13 @@ def test_draw_a_box_on_the_image_for_guide(server, browser, tmp_path):
     path = tmp_path / "boxes.png"
     path.write_bytes(png(noise_image(64, 48, seed=3)))
     page.set_input_files("#file-input", [str(path)])
+    page.wait_for_selector("#top5 li button.active")  # the prediction is shown: the layout above the panel is final
     page.select_option("#analysis", "guide")
     canvas = page.locator("#analysis-params [data-boxes] canvas")
     expect(canvas).to_be_visible()
     page.wait_for_function("document.querySelector('[data-boxes] img').naturalWidth > 0")
+    page.wait_for_load_state("networkidle")
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.2 * box["height"])
     page.mouse.down()
