@@ -13,6 +13,7 @@ one task per call. The maths lives in the worker, so every engine computes the s
 
 from __future__ import annotations
 
+import abc
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,7 @@ def import_ray() -> Any:
     return ray
 
 
-class Engine:
+class Engine(abc.ABC):
     """Runs ``worker_cls(*args)`` over tasks; subclasses decide where."""
 
     name = "engine"
@@ -43,11 +44,11 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    @abc.abstractmethod
     def map_unordered(self, worker_cls: type, args: tuple, tasks: Sequence[Any],
                       local_worker: Callable[[Any], Any] | None = None) -> Iterator[Any]:
         """Yield ``worker(task)`` for every task as it finishes; ``local_worker`` is an already opened worker
         that an in-process engine may use instead of building one."""
-        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What the provenance records about the engine and its resources."""
