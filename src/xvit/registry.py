@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -14,6 +15,18 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`` Did you mean 'a', 'b'?`` with the close matches of ``name`` among ``choices``, or ``""``."""
     close = difflib.get_close_matches(str(name), list(choices), n=3)
     return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
+# A full stop that ends a sentence: followed by a capital, not after an abbreviation such as "Eq." or "et al.".
+_SENTENCE_END = re.compile(r"(?<!\bEq)(?<!\bEqs)(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bcf)(?<!\bFig)(?<!\bvs)"
+                           r"\. (?=[A-Z])")
+
+
+def summary_of(entry: object) -> str:
+    """The first sentence of an entry's docstring, on one line (what listings show)."""
+    paragraph = " ".join((getattr(entry, "__doc__", None) or "").strip().split("\n\n")[0].split())
+    end = _SENTENCE_END.search(paragraph)
+    return paragraph if end is None else paragraph[:end.start() + 1]
 
 
 class Registry(Generic[T]):

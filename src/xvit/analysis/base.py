@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from xvit.adapters import get_adapter
 from xvit.methods.base import Context
 from xvit.params import Parameterized
-from xvit.registry import Registry
+from xvit.registry import Registry, summary_of
 from xvit.utils.context import eval_mode
 from xvit.utils.jsonable import jsonable
 
@@ -105,7 +105,7 @@ def analyses() -> dict[str, dict[str, Any]]:
     for name in ANALYSES:
         cls = ANALYSES.get(name)
         out[name] = {**ANALYSES.info(name), "definition_version": cls.definition_version,
-                     "params": cls.default_params(), "summary": (cls.__doc__ or "").strip().split("\n")[0]}
+                     "params": cls.default_params(), "summary": summary_of(cls)}
     return out
 
 

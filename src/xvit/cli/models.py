@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _card_line(card: str) -> str:
-    """The model card's accuracy line, else its first line of text."""
-    lines = [ln.strip(" -*|#\t") for ln in card.splitlines() if ln.strip(" -*|#\t")]
-    return next((ln for ln in lines if "accuracy" in ln.lower()), lines[0] if lines else "(no model card)")
+    """The model card's measured accuracy (its first bold line that gives a percentage), else its first line."""
+    lines = [ln.strip() for ln in card.splitlines() if ln.strip()]
+    measured = next((ln for ln in lines if ln.startswith("**") and "%" in ln), None)
+    if measured is not None:
+        return measured.split("**")[1]
+    text = [ln.strip(" -*|#\t") for ln in lines if ln.strip(" -*|#\t")]
+    return text[0] if text else "(no model card)"

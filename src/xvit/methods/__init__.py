@@ -17,6 +17,7 @@ from xvit.methods import (  # noqa: F401 (register)
     vit_cx,
 )
 from xvit.methods.base import METHODS, Attribution, Context, Method, register_method
+from xvit.registry import summary_of
 
 __all__ = ["METHODS", "Attribution", "Context", "Method", "register_method", "methods"]
 
@@ -29,5 +30,5 @@ def methods() -> dict[str, dict]:
         default = cls()
         out[name] = {**METHODS.info(name), "signed": bool(default.signed), "class_specific": cls.class_specific,
                      "resolution": cls.resolution, "params": default.get_params(),
-                     "summary": (cls.__doc__ or "").strip().split("\n")[0]}
+                     "summary": summary_of(cls)}
     return out
