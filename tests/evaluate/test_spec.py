@@ -36,7 +36,7 @@ def test_defaults_and_duplicates():
     ({"metrics": ("segmentation",), "metric_params": {"segmentation": {"x": 1}}}, "takes none"),
     ({"metrics": ("segmentation",), "metric_params": {"pointing_game": {"tol": 1}}}, "not evaluated"),
     ({"method_params": {"rollout": {"head_fusion": "median"}}, "methods": ("rollout",)}, "head_fusion"),
-    ({"method_params": {"attnlrp": {}}, "methods": ("rollout",)}, "not evaluated"),
+    ({"method_params": {"attnlrp": {}}, "methods": ("rollout",)}, "method .attnlrp., which is not run"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
     ({"class_explained": "label"}, "class_explained"),
 ])

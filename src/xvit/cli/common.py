@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import xvit
-from xvit.methods import METHODS
+from xvit.methods import validate_method_params
 from xvit.registry import did_you_mean
 
 DEFAULT_MODEL = "shapes-vit-tiny"
@@ -155,11 +155,7 @@ def parse_params(items: Sequence[str], flag: str = "--param", example: str = "ro
 
 def check_method_params(params: dict[str, dict[str, Any]], methods: Sequence[str]) -> None:
     """Every ``--param`` names a method that runs, and its values pass the method's constraints."""
-    for name, values in params.items():
-        if name not in methods:
-            raise UsageError(f"parameters were given for method {name!r}, which is not run (methods: "
-                             f"{', '.join(methods)})")
-        try:
-            METHODS.get(name)(**values)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"{name}: {e}") from None
+    try:
+        validate_method_params(params, methods)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None

@@ -12,6 +12,7 @@ writes, the data it ``requires``, its :class:`Plot` s and display extras, how it
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -173,7 +174,7 @@ CHANNEL_STD = Satisfies(lambda v: _is_channel_stats(v) and all(c > 0 for c in v)
                     "a tuple of positive floats, one per channel")
 
 
-class Metric(Parameterized):
+class Metric(Parameterized, abc.ABC):
     """Base class: keyword parameters (``xvit.params.Parameterized``), list states, ``reset``, run declarations.
 
     Subclasses set ``higher_is_better`` and ``param_constraints``, call ``_append`` in ``update`` and build their
@@ -220,9 +221,9 @@ class Metric(Parameterized):
         run's settings (normalisation, batch sizes, seed, ...)."""
         return cls(**params)
 
+    @abc.abstractmethod
     def update_from(self, inp: MetricInput) -> None:
         """Update with one chunk of the run; raise :class:`NotApplicable` where the method cannot be scored."""
-        raise NotImplementedError(f"{self.name} cannot be fed by the evaluation runner (no update_from).")
 
     @classmethod
     def image_limit(cls, options: Mapping[str, Any]) -> int | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from xvit.evaluate.base import get_metric
 from xvit.evaluate.catalog import default_metrics, metric_names
-from xvit.methods import METHODS
+from xvit.methods import METHODS, validate_method_params
 from xvit.params import validate_params
 from xvit.registry import did_you_mean
 
@@ -80,14 +80,7 @@ class RunSpec:
                                  f"{', '.join(metric_names())}.")
 
     def _check_params(self) -> None:
-        for name, params in self.method_params.items():
-            if name not in self.methods:
-                raise ValueError(f"parameters were given for method {name!r}, which is not evaluated "
-                                 f"(methods: {', '.join(self.methods)}).")
-            try:
-                METHODS.get(name)(**params)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{name}: {e}") from None
+        validate_method_params(self.method_params, self.methods)
         for name, params in self.metric_params.items():
             cls = get_metric(name) if name in metric_names() else None
             if name not in self.metrics or not cls.param_constraints:

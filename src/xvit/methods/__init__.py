@@ -16,10 +16,10 @@ from xvit.methods import (  # noqa: F401 (register)
     tis,
     vit_cx,
 )
-from xvit.methods.base import METHODS, Attribution, Context, Method, register_method
+from xvit.methods.base import METHODS, Attribution, Context, Method, register_method, validate_method_params
 from xvit.registry import summary_of
 
-__all__ = ["METHODS", "Attribution", "Context", "Method", "register_method", "methods"]
+__all__ = ["METHODS", "Attribution", "Context", "Method", "methods", "register_method", "validate_method_params"]
 
 
 def methods() -> dict[str, dict]:

@@ -10,7 +10,7 @@ eager-attention context, batching B images x K targets, upsampling and normalisa
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -67,7 +67,9 @@ class Method(Parameterized, abc.ABC):
     # attention to the explicit path. Methods that read none keep the fused kernel.
     needs_attention_probs: ClassVar[bool] = True
     # Peak memory of one row in units of one row's plain forward+backward pass (see :meth:`memory_per_row`).
-    memory_factor: ClassVar[float] = 1.0
+    # Peak memory per row as a multiple of one forward+backward's estimate; None for methods whose passes run a fixed
+    # number of rows (internal_batch_size) whatever the batch, so the explainer never chunks them.
+    memory_factor: ClassVar[float | None] = 1.0
     param_constraints: ClassVar[dict[str, Any]] = {}
 
     def validate(self, ctx: Context) -> None:
@@ -76,7 +78,7 @@ class Method(Parameterized, abc.ABC):
     def memory_per_row(self, ctx: Context, x: Tensor) -> int | None:
         """Estimated peak bytes per row of ``x``, used to chunk a batch to the explainer's ``max_memory``;
         None when unknown (no chunking)."""
-        base = forward_backward_bytes(ctx.adapter, ctx.layout, x)
+        base = None if self.memory_factor is None else forward_backward_bytes(ctx.adapter, ctx.layout, x)
         return None if base is None else int(self.memory_factor * base)
 
     @abc.abstractmethod
@@ -97,6 +99,19 @@ def register_method(name: str, *, citation: str, passes: str) -> Callable[[type[
         return cls
 
     return decorator
+
+
+def validate_method_params(params: dict[str, dict[str, Any]], methods: Sequence[str]) -> None:
+    """Every entry of ``{method: {param: value}}`` names one of ``methods`` and passes that method's constraints;
+    raises ``ValueError``/``TypeError`` (``InvalidParameterError``) naming the method otherwise."""
+    for name, values in params.items():
+        if name not in methods:
+            raise ValueError(f"parameters were given for method {name!r}, which is not run (methods: "
+                             f"{', '.join(methods)}).")
+        try:
+            METHODS.get(name)(**values)
+        except (TypeError, ValueError) as e:
+            raise InvalidParameterError(f"{name}: {e}") from None
 
 
 def check_start_layer(method: Method, ctx: Context, key: str = "start_layer") -> int:

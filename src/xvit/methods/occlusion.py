@@ -50,6 +50,7 @@ class Occlusion(Method):
 
     signed = True
     per_target_pass = False
+    memory_factor = None  # its passes run internal_batch_size rows at a time
     needs_attention_probs = False
     param_constraints = {"window": Interval(1, None, integer=True), "stride": Interval(1, None, integer=True),
                          "mode": Options(("pixel", "token_drop")), "readout": Options(("logit", "softmax")),
@@ -60,8 +61,6 @@ class Occlusion(Method):
         super().__init__(window=window, stride=stride, mode=mode, readout=readout,
                          internal_batch_size=internal_batch_size, masks=masks)
 
-    def memory_per_row(self, ctx: Context, x: Tensor) -> None:
-        return None  # bounded by internal_batch_size
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p, layout = self.params, ctx.layout

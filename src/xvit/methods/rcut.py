@@ -113,6 +113,7 @@ class RCut(Method):
     """
 
     per_target_pass = False
+    memory_factor = None  # its passes run internal_batch_size rows at a time
     needs_attention_probs = False
     param_constraints = {"weighting": Options(("score_softmax", "score_raw", "gradcam", "cosine")),
                          "output": Options(("fiedler", "bipartition", "seed_component", "base_cam", "ncut")),
@@ -128,8 +129,6 @@ class RCut(Method):
     def signed(self) -> bool:  # type: ignore[override]
         return self.params["output"] == "base_cam"
 
-    def memory_per_row(self, ctx: Context, x: Tensor) -> None:
-        return None  # bounded by internal_batch_size
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p, layout = self.params, ctx.layout

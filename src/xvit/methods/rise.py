@@ -63,6 +63,7 @@ class Rise(Method):
 
     resolution = "pixels"
     per_target_pass = False
+    memory_factor = None  # its passes run internal_batch_size rows at a time
     needs_attention_probs = False
     param_constraints = {"n_masks": Interval(1, None, integer=True), "grid_size": Interval(1, None, integer=True),
                          "p1": Interval(0, 1, closed="right"), "internal_batch_size": Interval(1, None, integer=True),
@@ -73,8 +74,6 @@ class Rise(Method):
         super().__init__(n_masks=n_masks, grid_size=grid_size, p1=p1, internal_batch_size=internal_batch_size,
                          seed=seed, masks=masks)
 
-    def memory_per_row(self, ctx: Context, x: Tensor) -> None:
-        return None  # bounded by internal_batch_size, not by the number of images
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p = self.params

@@ -65,6 +65,7 @@ class TransformerInputSampling(Method):
     """
 
     per_target_pass = False
+    memory_factor = None  # its passes run internal_batch_size rows at a time
     needs_attention_probs = False
     param_constraints = {"n_masks": Interval(1, None, integer=True),
                          "tokens_ratio": Interval(0, 1, closed="right"),
@@ -77,8 +78,6 @@ class TransformerInputSampling(Method):
         super().__init__(n_masks=n_masks, tokens_ratio=tokens_ratio, internal_batch_size=internal_batch_size,
                          seed=seed, masks=masks)
 
-    def memory_per_row(self, ctx: Context, x: Tensor) -> None:
-        return None  # bounded by internal_batch_size
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p, layout = self.params, ctx.layout

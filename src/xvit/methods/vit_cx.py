@@ -51,6 +51,7 @@ class ViTCX(Method):
 
     resolution = "pixels"
     per_target_pass = False
+    memory_factor = None  # its passes run internal_batch_size rows at a time
     needs_attention_probs = False
     param_constraints = {"distance_threshold": Interval(0, None, closed="neither"), "sigma": Interval(0, None),
                          "internal_batch_size": Interval(1, None, integer=True),
@@ -61,8 +62,6 @@ class ViTCX(Method):
         super().__init__(distance_threshold=distance_threshold, sigma=sigma, internal_batch_size=internal_batch_size,
                          seed=seed)
 
-    def memory_per_row(self, ctx: Context, x: Tensor) -> None:
-        return None  # bounded by internal_batch_size
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p = self.params

@@ -113,6 +113,11 @@ class DataSource(ABC):
         """The text of ``spec``, which :meth:`parse` reads back."""
 
     @classmethod
+    def unprefixed(cls, text: str) -> str:
+        """``text`` without this source's ``<name>:`` prefix (a bare path is returned as it is)."""
+        return text[len(cls.name) + 1:] if text.startswith(cls.name + ":") else text
+
+    @classmethod
     def detect(cls, path: Path) -> bool:
         """Whether an existing ``path`` given without a prefix is data of this family."""
         return False

@@ -66,7 +66,7 @@ class FolderSource(DataSource):
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
-        path = text[len(_PREFIX) + 1:] if text.startswith(_PREFIX + ":") else text
+        path = cls.unprefixed(text)
         if not path:
             raise DataSpecError(f"expected {cls.forms}; got {text!r}.")
         return DataSpec(_PREFIX, path=str(Path(path)))

@@ -60,7 +60,7 @@ class ImagenetSegmentationSource(DataSource):
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
-        path = text[len(_PREFIX) + 1:] if text.startswith(_PREFIX + ":") else text
+        path = cls.unprefixed(text)
         if not path.lower().endswith(".mat"):
             raise DataSpecError(f"expected {cls.forms}; got {text!r}.")
         return DataSpec(_PREFIX, path=str(Path(path)))

@@ -106,7 +106,7 @@ class MnistSource(DataSource):
     @classmethod
     def parse(cls, text: str) -> DataSpec:
         usage = f"expected {cls.forms}, e.g. mnist:data/mnist-test:test:500; got {text!r}."
-        parts = (text[len(_PREFIX) + 1:] if text.startswith(_PREFIX + ":") else text).split(":")
+        parts = cls.unprefixed(text).split(":")
         n = split = None
         if len(parts) > 1 and parts[-1].lstrip("-").isdigit():
             n = int(parts.pop())
