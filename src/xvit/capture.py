@@ -33,6 +33,7 @@ class Recording:
     attentions: list[Tensor] = field(default_factory=list)
     attention_grads: list[Tensor] = field(default_factory=list)
     block_inputs: dict[int, Tensor] = field(default_factory=dict)
+    block_input_grads: dict[int, Tensor] = field(default_factory=dict)
     outputs: dict[str, Tensor] = field(default_factory=dict)
     output_grads: dict[str, Tensor] = field(default_factory=dict)
     input_grad: Tensor | None = None
@@ -65,9 +66,9 @@ def record(
         x: normalised input batch ``(B, 3, H, W)``.
         targets: ``(B,)`` classes to differentiate; ``None`` uses each row's arg-max.
         attention: record every block's attention probabilities ``(B, heads, T, T)``.
-        grads: also record ``d y_c / d`` of everything recorded (attention and ``modules`` outputs).
+        grads: also record ``d y_c / d`` of everything recorded (attention, ``modules`` outputs, block inputs).
         input_grad: record ``d y_c / d x``.
-        block_inputs: indices of blocks whose input (the residual stream) to record, detached.
+        block_inputs: indices of blocks whose input (the residual stream) to record (detached in the result).
         modules: extra modules whose outputs to record, by name.
         reduce: ``reduce(A, ∂y_c/∂A)`` (with ``grads``) or ``reduce(A, None)`` for each block in ``reduce_blocks``
             (default all), kept in ``Recording.reduced`` by block; the full tensors are not kept.
@@ -98,7 +99,7 @@ def record(
 
     def keep_input(index: int):
         def hook(_m, args):
-            store[f"block_input.{index}"] = args[0].detach()
+            store[f"block_input.{index}"] = args[0] if grads else args[0].detach()
         return hook
 
     try:
@@ -121,7 +122,7 @@ def record(
 
     targets = explained_classes(logits, targets)
     rec = Recording(logits=logits.detach(), targets=targets,
-                    block_inputs={i: store[f"block_input.{i}"] for i in block_inputs})
+                    block_inputs={i: store[f"block_input.{i}"].detach() for i in block_inputs})
     missing = [i for i in range(n_blocks) if attention and f"attn.{i}" not in store]
     missing += [i for i in reduce_blocks if i not in reduced and f"reduce.{i}" not in store]
     if missing:
@@ -139,7 +140,7 @@ def record(
         first = [store.pop(f"reduce.{reduce_blocks[0]}")] if grads and reduce_blocks else []
         wrt: list[Tensor] = list(first)
         if grads:
-            wrt += rec.attentions + list(rec.outputs.values())
+            wrt += rec.attentions + list(rec.outputs.values()) + [store[f"block_input.{i}"] for i in block_inputs]
         if input_grad:
             wrt.append(xin)
         later = {i: store.pop(f"reduce.{i}") for i in reduce_blocks[1:]} if grads else {}
@@ -160,7 +161,9 @@ def record(
         if grads:
             n_att = len(rec.attentions)
             rec.attention_grads = g[:n_att]
-            rec.output_grads = dict(zip(rec.outputs, g[n_att:n_att + len(rec.outputs)]))
+            n_out = n_att + len(rec.outputs)
+            rec.output_grads = dict(zip(rec.outputs, g[n_att:n_out]))
+            rec.block_input_grads = dict(zip(block_inputs, g[n_out:n_out + len(block_inputs)]))
         if input_grad:
             rec.input_grad = g[-1]
     rec.reduced = {i: reduced[i] for i in reduce_blocks}

@@ -65,7 +65,7 @@ def test_readouts_and_an_all_ones_mask_reproduce_the_clean_model():
     torch.testing.assert_close(score(model, x, ones, targets, readout="logit")[:, 0], logits.gather(1, targets))
     top1 = score(model, x, ones, targets, readout="top1")[:, 0]
     assert torch.equal(top1, (logits.argmax(1, keepdim=True) == targets).float())
-    doubled = score(model, x, ones, targets, readout=lambda z: 2 * z)[:, 0]
+    doubled = score(model, x, ones, targets, readout=lambda z, image: 2 * z)[:, 0]
     torch.testing.assert_close(doubled, 2 * logits.gather(1, targets))
 
 

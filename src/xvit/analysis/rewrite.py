@@ -168,10 +168,9 @@ class ClassRewriting(Analysis):
         return torch.zeros_like(scores).scatter_(1, scores.topk(size, dim=1).indices, 1.0)
 
     def _random_support(self, batch: int, n: int, size: int, device: torch.device) -> Tensor:
+        chosen = torch.randperm(n, generator=torch.Generator().manual_seed(self.params["seed"]))[:size]
         out = torch.zeros(batch, n)
-        for i in range(batch):
-            gen = torch.Generator().manual_seed(self.params["seed"])
-            out[i, torch.randperm(n, generator=gen)[:size]] = 1.0
+        out[:, chosen] = 1.0  # the same seeded patches for every image, so the control does not depend on the batch
         return out.to(device)
 
     def _wins(self, logits: Tensor, target: Tensor) -> Tensor:

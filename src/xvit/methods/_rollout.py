@@ -80,6 +80,14 @@ def residual_rollout_row(layout: TokenLayout, fused: Sequence[Tensor]) -> Tensor
     return layout.tokens_to_grid(v[:, 0])
 
 
+def diagonal_rollout_row(layout: TokenLayout, fused: Sequence[Tensor], diagonals: Sequence[Tensor]) -> Tensor:
+    """``(B, h, w)`` read-out row of ``R = (diag(g^(L)) + Ā^(L)) ⋯ (diag(g^(s)) + Ā^(s))``; both in forward order."""
+    v = readout_vector(layout, fused[0].shape[0], fused[0].dtype, fused[0].device)
+    for a, g in zip(reversed(fused), reversed(diagonals)):
+        v = v * g[:, None, :] + v @ a
+    return layout.tokens_to_grid(v[:, 0])
+
+
 def rollout_matrix(factors: Sequence[Tensor]) -> Tensor:
     """Full ``(B, T, T)`` product ``J = M^(L) ⋯ M^(start)`` (every token's row); ``factors`` in forward order."""
     joint = factors[0]

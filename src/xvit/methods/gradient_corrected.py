@@ -3,14 +3,12 @@ incomplete or a complete scheme (attribution-methods.md §2.5, definition ``cui2
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from xvit.adapters.base import TokenLayout
-from xvit.methods._rollout import gradient_weighted, readout_vector, residual_rollout_row
+from xvit.methods._rollout import diagonal_rollout_row, gradient_weighted, residual_rollout_row
 from xvit.methods.base import Attribution, Context, Method, check_start_layer, register_method
 from xvit.params import Interval, Options
 
@@ -67,35 +65,10 @@ class GradientCorrectedAttention(Method):
             rec = ctx.record(x, targets, grads=True, reduce=fuse, reduce_blocks=included)
             raw = residual_rollout_row(ctx.layout, [rec.reduced[b] for b in included])
             return Attribution(raw, rec.logits, rec.targets)
-        taps = {f"block_input.{b}": nn.Identity() for b in included}
-        with _tap_block_inputs({b: taps[f"block_input.{b}"] for b in included}, blocks):
-            rec = ctx.record(x, targets, grads=True, reduce=fuse, reduce_blocks=included, modules=taps)
-        diagonals = [_residual_weights(rec.outputs[f"block_input.{b}"], rec.output_grads[f"block_input.{b}"], phi)
-                     for b in included]
+        rec = ctx.record(x, targets, grads=True, reduce=fuse, reduce_blocks=included, block_inputs=tuple(included))
+        diagonals = [_residual_weights(rec.block_inputs[b], rec.block_input_grads[b], phi) for b in included]
         raw = diagonal_rollout_row(ctx.layout, [rec.reduced[b] for b in included], diagonals)
         return Attribution(raw, rec.logits, rec.targets)
-
-
-@contextlib.contextmanager
-def _tap_block_inputs(taps: dict[int, nn.Module], blocks: Sequence[nn.Module]) -> Iterator[None]:
-    """Pass each tapped block's input (the residual stream) through an identity module first, so that
-    :func:`xvit.capture.record` can record it and its gradient as that module's output; the hooks are removed on
-    exit, also after an error."""
-
-    def hook(tap: nn.Module):
-        def pre_hook(_module, args, kwargs):
-            if args:
-                return (tap(args[0]), *args[1:]), kwargs
-            name = next(iter(kwargs))
-            return args, {**kwargs, name: tap(kwargs[name])}
-        return pre_hook
-
-    handles = [blocks[b].register_forward_pre_hook(hook(tap), with_kwargs=True) for b, tap in taps.items()]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _residual_weights(z: Tensor, grad: Tensor, phi: Callable[[Tensor], Tensor]) -> Tensor:
@@ -103,11 +76,3 @@ def _residual_weights(z: Tensor, grad: Tensor, phi: Callable[[Tensor], Tensor]) 
     g = phi((z * grad).sum(-1))
     scale = g.abs().mean(-1, keepdim=True)
     return torch.where(scale > 0, g / torch.where(scale > 0, scale, torch.ones_like(scale)), torch.ones_like(g))
-
-
-def diagonal_rollout_row(layout: TokenLayout, fused: Sequence[Tensor], diagonals: Sequence[Tensor]) -> Tensor:
-    """``(B, h, w)`` read-out row of ``R = (diag(g^(L)) + Ā^(L)) ⋯ (diag(g^(s)) + Ā^(s))``; both in forward order."""
-    v = readout_vector(layout, fused[0].shape[0], fused[0].dtype, fused[0].device)
-    for a, g in zip(reversed(fused), reversed(diagonals)):
-        v = v * g[:, None, :] + v @ a
-    return layout.tokens_to_grid(v[:, 0])

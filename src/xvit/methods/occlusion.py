@@ -76,7 +76,7 @@ class Occlusion(Method):
         except UnsupportedModelError as error:
             raise UnsupportedModelError(f"occlusion with mode='token_drop' cannot run on this model: {error}") \
                 from error
-        clean = READOUTS[p["readout"]](logits).gather(1, targets)
+        clean = READOUTS[p["readout"]](logits, torch.arange(x.shape[0], device=x.device)).gather(1, targets)
         delta = clean[:, None] - occluded  # (B, M, K)
         total = torch.einsum("bmk,mn->bkn", delta, share)
         coverage = share.sum(0)

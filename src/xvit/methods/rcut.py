@@ -182,36 +182,31 @@ class RCut(Method):
         channels = features.transpose(1, 2).reshape(B, -1, *ctx.layout.grid)  # (B, D, h, w)
         masks = ChannelMasks(channels, tuple(x.shape[-2:]))
         if p["weighting"] == "cosine":
-            scores = torch.cat([score(ctx.adapter, x[b:b + 1], _image_masks(channels, b, x), targets[b:b + 1],
-                                      readout=_cosine_readout(logits[b]), batch_size=p["internal_batch_size"])
-                                for b in range(B)])
+            readout = _cosine_readout(logits)
         else:
-            scores = score(ctx.adapter, x, masks, targets, readout="softmax", batch_size=p["internal_batch_size"])
+            readout = "softmax"
+        scores = score(ctx.adapter, x, masks, targets, readout=readout, batch_size=p["internal_batch_size"])
         weights = scores.softmax(1) if p["weighting"] == "score_softmax" else scores  # (B, D, K)
         return weights.transpose(1, 2), torch.full((B,), masks.num_masks, dtype=torch.long)
-
-
-def _image_masks(channels: Tensor, image: int, x: Tensor) -> ChannelMasks:
-    """The R-Out masks of one image."""
-    return ChannelMasks(channels[image:image + 1], tuple(x.shape[-2:]))
 
 
 def _probability(logits: Tensor, targets: Tensor) -> Tensor:
     return logits.softmax(1).gather(1, targets.view(-1, 1)).squeeze(1)
 
 
-def _cosine_readout(clean: Tensor) -> Callable[[Tensor], Tensor]:
-    """Per-class ``cos(f(masked), f(x))`` with ``f`` the logits of the top-5 classes of ``x`` plus the class."""
+def _cosine_readout(clean: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """Per-class ``cos(f(masked), f(x))`` with ``f`` the logits of the top-5 classes of ``x`` plus the class;
+    ``clean`` holds the logits ``(B, C)`` of every image, and each masked row is compared with its own image's."""
     top = torch.zeros_like(clean, dtype=torch.bool)
-    top[clean.topk(min(5, clean.numel())).indices] = True
+    top.scatter_(1, clean.topk(min(5, clean.shape[1]), dim=1).indices, True)
 
-    def readout(masked: Tensor) -> Tensor:
+    def readout(masked: Tensor, image: Tensor) -> Tensor:
         masked = masked.float()
-        ref = clean.to(masked)
-        inside = top.to(masked.device)
+        ref = clean[image].to(masked)
+        inside = top[image].to(masked.device)
         dot = (masked * ref * inside).sum(1, keepdim=True) + masked * ref * ~inside
         norm_m = (masked.square() * inside).sum(1, keepdim=True) + masked.square() * ~inside
-        norm_r = (ref.square() * inside).sum() + ref.square() * ~inside
+        norm_r = (ref.square() * inside).sum(1, keepdim=True) + ref.square() * ~inside
         return dot / (norm_m * norm_r).sqrt().clamp(min=1e-12)
 
     return readout

@@ -30,12 +30,13 @@ from xvit.utils.logits import unwrap_logits
 
 __all__ = ["READOUTS", "score"]
 
-Readout = Callable[[Tensor], Tensor]
+# Logits of ``n`` perturbed rows and the index of each row's image -> per-class scores ``(n, classes)``.
+Readout = Callable[[Tensor, Tensor], Tensor]
 
 READOUTS: dict[str, Readout] = {
-    "logit": lambda logits: logits.float(),
-    "softmax": lambda logits: logits.float().softmax(1),
-    "top1": lambda logits: F.one_hot(logits.argmax(1), logits.shape[1]).float(),
+    "logit": lambda logits, image: logits.float(),
+    "softmax": lambda logits, image: logits.float().softmax(1),
+    "top1": lambda logits, image: F.one_hot(logits.argmax(1), logits.shape[1]).float(),
 }
 
 
@@ -57,7 +58,8 @@ def score(model: Any, x: Tensor, masks: Tensor | Masks, targets: Tensor, *, spac
         substrate: pixel space only: a name in :data:`~xvit.perturb.substrates.SUBSTRATES`, a ``Substrate``
             (e.g. ``Black(mean, std)``) or a fill tensor.
         readout: ``"softmax"`` (probabilities), ``"logit"``, ``"top1"`` (1 where the class is the prediction) or
-            a callable mapping logits ``(n, classes)`` to per-class scores ``(n, classes)``.
+            a callable ``readout(logits, image)`` mapping the logits ``(n, classes)`` of ``n`` perturbed rows and
+            the index ``(n,)`` of each row's image to per-class scores ``(n, classes)``.
         batch_size: rows per forward pass (the memory bound).
         at_block: token space only: remove tokens at the input of this block (0: after the position embedding).
 
@@ -87,7 +89,7 @@ def score(model: Any, x: Tensor, masks: Tensor | Masks, targets: Tensor, *, spac
     for rows, logits in chunks:
         if out is None:
             _check_classes(targets, logits.shape[1])
-        scores = read(logits).gather(1, targets[rows // m])
+        scores = read(logits, rows // m).gather(1, targets[rows // m])
         if out is None:
             out = scores.new_empty(b * m, k)
         out[rows] = scores
@@ -134,7 +136,8 @@ def _readout(readout: str | Readout) -> Readout:
     if callable(readout):
         return readout
     if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {sorted(READOUTS)} or a callable on logits; got {readout!r}.")
+        raise ValueError(f"readout must be one of {sorted(READOUTS)} or a callable readout(logits, image); got "
+                         f"{readout!r}.")
     return READOUTS[readout]
 
 
