@@ -10,7 +10,6 @@ with a retry hint. Finished jobs are kept, newest ``keep``, for their results.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import secrets
@@ -23,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from xvit.utils.memory import _malloc_trim
+from xvit.utils.memory import release_memory
 
 log = logging.getLogger("xvit.app")
 
@@ -168,10 +167,7 @@ class JobPool:
             # Freed memory goes back to the system once the pool is idle: a full collection holds the interpreter
             # lock for a while, so it does not run after every job under load.
             if idle:
-                gc.collect()
-                trim = _malloc_trim()
-                if trim is not None:
-                    trim(0)
+                release_memory()
         return job.output
 
     def _trim(self) -> None:

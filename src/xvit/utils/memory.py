@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import os
 import threading
 from collections.abc import Callable
@@ -33,6 +34,15 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc
         return None
+
+
+def release_memory() -> None:
+    """Collect garbage and return freed heap pages to the operating system (glibc's ``malloc_trim``; a plain
+    collection elsewhere), so the resident set size falls back after a burst of work."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class PeakMemory:
