@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.models.toy_variants import HalfLogitViT, registered
 from xvit.cli import main
-from xvit.cli.train import command_line
+from xvit.cli.train import command_line, config_from_args
 from xvit.training import TrainConfig
 
 
@@ -51,14 +51,16 @@ def test_loss_falls_on_a_learnable_folder_and_the_command_is_recorded(tmp_path):
 
 def test_the_recorded_command_reproduces_the_config():
     config = TrainConfig(data="xvit-shapes:spurious", preset="nano", epochs=3, fresh_data=False, flip=False,
-                         bf16=False, low_res_size=24, low_res_epochs=1, init="mimetic", data_seed=7)
+                         bf16=False, low_res_size=24, low_res_epochs=1, init="mimetic", data_seed=7,
+                         model_args={"qkv_bias": False, "global_pool": "avg"})
     words = shlex.split(command_line(config))
     assert words[:2] == ["xvit", "train"] and "--repeat-data" in words and "--no-flip" in words
+    assert "qkv_bias=false" in words and "global_pool=avg" in words
     from xvit.cli import build_parser
 
-    args = build_parser("train").parse_args(words[1:])
-    rebuilt = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__
-                             and k != "command"})
+    rebuilt = config_from_args(build_parser("train").parse_args(words[1:]))
+    assert rebuilt.command == command_line(config)
+    rebuilt.command = None
     assert rebuilt == config
     assert command_line(TrainConfig()) == "xvit train"
 
@@ -74,6 +76,8 @@ def test_the_recorded_command_reproduces_the_config():
     (["--data", "no/such/folder"], "neither an existing folder or file nor a spec"),
     (["--token-loss", "1", "--data", "."], "masks"),
     (["--preset", "huge"], "Unknown vit preset 'huge'"),
+    (["--model-arg", "qkv_bias"], "--model-arg takes KEY=VALUE"),
+    (["--model-arg", "no_such=1"], "'vit' has no config field 'no_such'"),
 ])
 def test_usage_errors_stop_before_training(tmp_path, capsys, options, message):
     out = tmp_path / "run"

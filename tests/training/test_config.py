@@ -28,6 +28,8 @@ from xvit.training import TrainConfig, TrainConfigError
     ({"data": "xvit-shapes:pair"}, "two labels per image"),
     ({"data": "xvit-shapes:double"}, "Unknown xvit-shapes variant 'double'"),
     ({"batch_size": 256, "train_size": 100}, "batch_size 256 exceeds the 100 training images"),
+    ({"model_args": {"qkv_bais": True}}, "'vit' has no config field 'qkv_bais'. Did you mean 'qkv_bias'"),
+    ({"model_args": {"depth": 3}}, "use its own option \\(--depth\\)"),
 ])
 def test_invalid_configs_are_refused(fields, message):
     with pytest.raises(TrainConfigError, match=message):

@@ -12,7 +12,7 @@ from tests.models.toy_variants import HalfLogitViT, registered
 from xvit.data import make_shapes, normalise
 from xvit.data.sources import DataSpecError
 from xvit.models import Preprocessing, load_model
-from xvit.training import Callback, TrainConfig, train
+from xvit.training import Callback, TrainConfig, TrainConfigError, train
 
 
 def _config(tmp_path, **kw):
@@ -215,3 +215,49 @@ def test_a_registered_variant_trains_through_arch(tmp_path):
         assert type(loaded) is HalfLogitViT
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["arch"] == "half-logit-vit" and config["training"]["config"]["arch"] == "half-logit-vit"
+
+
+class _Interrupt(Callback):
+    """Stops training after ``epochs`` finished epochs, as a killed process would."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_start(self, epoch, model):
+        if epoch == self.epochs + 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    whole = train(_config(tmp_path / "whole", epochs=3, flip=True))
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path / "cut", epochs=3, flip=True), callbacks=[_Interrupt(2)])
+    assert [r["epoch"] for r in _log(tmp_path / "cut" / "run")] == [1, 2]
+    resumed = train(_config(tmp_path / "cut", epochs=3, flip=True, resume=True))
+    assert [r["epoch"] for r in _log(tmp_path / "cut" / "run")] == [1, 2, 3]
+    for (name, a), b in zip(whole["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+
+
+def test_resume_refuses_a_state_from_another_config(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, epochs=2), callbacks=[_Interrupt(1)])
+    with pytest.raises(TrainConfigError, match="another configuration"):
+        train(_config(tmp_path, epochs=2, lr=1e-3, resume=True))
+
+
+class _PenalisedViT(HalfLogitViT):
+    """A variant with its own loss term: the squared norm of the class token, weighted by 10."""
+
+    def regularization_loss(self):
+        return 10.0 * self.cls_token.pow(2).sum()
+
+
+def test_a_variants_regularization_loss_joins_the_loss(tmp_path):
+    with registered("penalised", _PenalisedViT, vit_compatible=True):
+        summary = train(_config(tmp_path, arch="penalised", epochs=1, model_args={"qkv_bias": False}))
+    log = _log(tmp_path / "run")
+    assert log[0]["train_reg_loss"] > 0
+    assert summary["model"].blocks[0].attn.qkv.bias is None  # the model argument reached the config
+    assert summary["model"].cls_token.abs().max() < 0.05  # the penalty pulled the token towards zero

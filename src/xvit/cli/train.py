@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from dataclasses import fields
+from typing import Any
 
 from xvit.cli.common import UsageError, output_dir
 from xvit.data.sources import DataSpecError
@@ -12,7 +14,8 @@ from xvit.models import variants
 from xvit.training import TrainConfig, TrainConfigError, train
 
 # Boolean fields whose non-default value is written as a flag.
-_FLAGS = {"fresh_data": "--repeat-data", "flip": "--no-flip", "bf16": "--no-bf16", "progress": "--no-progress"}
+_FLAGS = {"fresh_data": "--repeat-data", "flip": "--no-flip", "bf16": "--no-bf16", "progress": "--no-progress",
+          "resume": "--resume"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, help="override the preset's number of blocks (default: the preset's)")
     parser.add_argument("--num-heads", type=int, help="override the preset's number of heads (default: the preset's)")
     parser.add_argument("--mlp-ratio", type=float, help="override the MLP width ratio (default: the preset's, 4)")
+    parser.add_argument("--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
+                        help="a further field of the variant's config, repeatable; VALUE is read as JSON when it "
+                             "parses (numbers, true/false, lists), else as a string (default: none)")
     parser.add_argument("--patch-size", type=int, default=d.patch_size, help="patch size in pixels "
                                                                              "(default: %(default)s)")
     parser.add_argument("--img-size", type=int, default=d.img_size,
@@ -85,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for the hold-out of labelled data)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar (default: a bar per epoch on stderr)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --out from its last finished epoch (train_state.pt; "
+                             "the options must be the same) (default: start afresh)")
 
 
 def command_line(config: TrainConfig) -> str:
@@ -93,17 +102,42 @@ def command_line(config: TrainConfig) -> str:
     words = ["xvit", "train"]
     for f in fields(TrainConfig):
         value = getattr(config, f.name)
-        if f.name == "command" or value == getattr(default, f.name):
+        if f.name in ("command", "resume") or value == getattr(default, f.name):
+            continue
+        if f.name == "model_args":
+            for key, arg in value.items():
+                words += ["--model-arg", f"{key}={arg if isinstance(arg, str) else json.dumps(arg)}"]
             continue
         words += [_FLAGS[f.name]] if f.name in _FLAGS else [f"--{f.name.replace('_', '-')}", str(value)]
     return shlex.join(words)
 
 
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` words as a dict; a VALUE that parses as JSON is taken as JSON, otherwise as a string."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--model-arg takes KEY=VALUE; got {item!r}.")
+        try:
+            parsed[key] = json.loads(text)
+        except json.JSONDecodeError:
+            parsed[key] = text
+    return parsed
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`~xvit.training.TrainConfig` of parsed ``xvit train`` options, with the command that reruns it."""
+    names = {f.name for f in fields(TrainConfig)} - {"command", "model_args"}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
+                         model_args=parse_model_args(args.model_args))
+    config.command = command_line(config)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     output_dir(args.out)
-    names = {f.name for f in fields(TrainConfig)} - {"command"}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    config.command = command_line(config)
+    config = config_from_args(args)
     try:
         train(config)  # validates the config before reading any data
     except (TrainConfigError, DataSpecError) as e:

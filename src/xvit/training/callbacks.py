@@ -26,7 +26,8 @@ class Callback:
     """
 
     def on_train_start(self, model: nn.Module, config: TrainConfig, info: dict[str, Any]) -> None:
-        """Before the first epoch; ``info`` holds ``classes``, ``num_params`` and ``steps_per_epoch``."""
+        """Before the first epoch; ``info`` holds ``classes``, ``num_params``, ``steps_per_epoch``,
+        ``first_epoch`` (above 1 when a run resumes) and ``history`` (the records of the epochs already done)."""
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         """Before the epoch's first step."""
@@ -82,13 +83,14 @@ class ConsoleLog(Callback):
 
 
 class JsonlLog(Callback):
-    """Writes each epoch's record as one JSON line to ``path`` (emptied when training starts)."""
+    """Writes each epoch's record as one JSON line to ``path`` (rewritten when training starts: empty, or the
+    records of the epochs a resumed run already has)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def on_train_start(self, model: nn.Module, config: TrainConfig, info: dict[str, Any]) -> None:
-        self.path.write_text("")
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in info.get("history", [])))
 
     def on_epoch_end(self, epoch: int, model: nn.Module, logs: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
 
 from xvit.data.sources import parse_data_spec
 from xvit.models import MODEL_VARIANTS, Preprocessing, get_variant
@@ -39,6 +40,10 @@ class TrainConfig:
     where the object covers at least ``TOKEN_COVERAGE`` of the patch and as background elsewhere (the mean
     loss over object tokens and that over background tokens weigh equally). The dense signal from the
     ground-truth masks shortens the long initial plateau of a ViT trained from scratch on this task.
+    ``model_args`` are further fields of the variant's config (e.g. a WinfT window or an SVDA spectrum), checked
+    against the config class. A model that defines ``regularization_loss()`` has it added to the training loss
+    (e.g. SVDA's orthonormality penalty). With ``resume`` a run continues from the ``train_state.pt`` that every
+    finished epoch writes to ``out`` (the same config is required), so an interrupted run loses at most one epoch.
     ``command`` is the command line that started the run, recorded in the checkpoint.
     """
 
@@ -50,6 +55,7 @@ class TrainConfig:
     depth: int | None = None
     num_heads: int | None = None
     mlp_ratio: float | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
     patch_size: int = 8
     img_size: int = 112
     reg_tokens: int = 0
@@ -75,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     data_seed: int | None = None
     progress: bool = True
+    resume: bool = False
     command: str | None = None
 
     @property
@@ -113,6 +120,16 @@ class TrainConfig:
                                    f"{sorted(variant.presets)}.")
         if self.img_size % self.patch_size:
             raise TrainConfigError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}.")
+        known = {f.name for f in fields(variant.config_class)} if is_dataclass(variant.config_class) else set()
+        reserved = {"embed_dim", "depth", "num_heads", "mlp_ratio", "img_size", "patch_size", "num_classes",
+                    "reg_tokens"}
+        for key in self.model_args:
+            if key in reserved:
+                raise TrainConfigError(f"model_args cannot set {key!r}: use its own option "
+                                       f"(--{key.replace('_', '-')}).")
+            if key not in known:
+                raise TrainConfigError(f"{self.arch!r} has no config field {key!r}.{did_you_mean(key, known)} "
+                                       f"Its fields: {', '.join(sorted(known - reserved))}.")
         sizes = {**variant.presets[self.preset], **{k: getattr(self, k) for k in ("embed_dim", "num_heads")
                                                     if getattr(self, k) is not None}}
         if "embed_dim" in sizes and "num_heads" in sizes and sizes["embed_dim"] % sizes["num_heads"]:

@@ -5,8 +5,11 @@ AdamW with linear warm-up and a cosine schedule, label smoothing, random horizon
 the label, optional bfloat16 autocast (about 2x faster on CPUs with ``avx512_bf16``). For xvit-shapes two
 optional aids shorten training on a CPU: a resolution curriculum (early epochs on downsampled images) and
 token labelling (an auxiliary per-patch loss from the ground-truth masks). The variant must expose the
-built-in ViT's ``forward_features``/``forward_head`` and ``num_prefix_tokens``; attention runs on the explicit
-path during training (about 1.8x faster than PyTorch's CPU SDPA kernel here), switched in a context that
+built-in ViT's ``forward_features``/``forward_head`` and ``num_prefix_tokens``; a variant's own loss term
+(``model.regularization_loss()``) is added to the loss. Every finished epoch writes ``train_state.pt`` (model,
+optimiser, schedule, random generators, history; read back with ``weights_only=True``), so ``resume=True``
+continues an interrupted run where it stopped. Attention runs on the explicit path during training (about
+1.8x faster than PyTorch's CPU SDPA kernel here), switched in a context that
 restores every ``fused_attn`` flag on exit.
 """
 
@@ -44,6 +47,30 @@ def _lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+STATE_FILE = "train_state.pt"
+"""The resumable state of a run, written to its ``out`` directory after every epoch."""
+
+
+def _resumable(cfg: TrainConfig) -> dict[str, Any]:
+    """The config fields a resumed run must share with the run that wrote the state (not the bookkeeping)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "command", "out")}
+
+
+def _save_state(path: Path, cfg: TrainConfig, model: nn.Module, token_head: nn.Module | None,
+                opt: torch.optim.Optimizer, sched: Any, loader_gen: torch.Generator, flip_gen: torch.Generator,
+                history: list[dict[str, Any]], step: int, elapsed: float) -> None:
+    """Write the state that :func:`train` resumes from; written to a temporary file and renamed, so an
+    interruption while writing leaves the previous epoch's state intact."""
+    state = {"config": _resumable(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "loader_generator": loader_gen.get_state(),
+             "flip_generator": flip_gen.get_state(), "rng": torch.get_rng_state(), "history": history,
+             "step": step, "elapsed_seconds": elapsed,
+             **({"token_head": token_head.state_dict()} if token_head is not None else {})}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train a model as ``config`` says, write the checkpoint and ``log.jsonl`` to ``config.out``, and return
     a summary: output directory, metrics, parameters, wall-clock seconds and the ``model``.
@@ -64,7 +91,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     overrides = {k: getattr(cfg, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")
                  if getattr(cfg, k) is not None}
     model = create_model(cfg.arch, cfg.preset, img_size=cfg.img_size, patch_size=cfg.patch_size,
-                         num_classes=len(classes), reg_tokens=cfg.reg_tokens, **overrides)
+                         num_classes=len(classes), reg_tokens=cfg.reg_tokens, **overrides, **cfg.model_args)
+    regularization = getattr(model, "regularization_loss", None)
     if cfg.init == "mimetic":
         mimetic_init_(model, seed=cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
@@ -89,22 +117,40 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _lr_factor(s, warmup, total, cfg.min_lr / cfg.lr))
     flip_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    state_path = out / STATE_FILE
+    history: list[dict[str, Any]] = []
+    step, first_epoch, elapsed_before = 0, 1, 0.0
+    if cfg.resume and state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        if state["config"] != _resumable(cfg):
+            raise TrainConfigError(f"{state_path} was written by a run with another configuration; use another "
+                                   "--out or drop --resume to start afresh.")
+        model.load_state_dict(state["model"])
+        if token_head is not None:
+            token_head.load_state_dict(state["token_head"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader_gen.set_state(state["loader_generator"])
+        flip_gen.set_state(state["flip_generator"])
+        torch.set_rng_state(state["rng"])
+        history, step, elapsed_before = list(state["history"]), state["step"], state["elapsed_seconds"]
+        first_epoch = len(history) + 1
+        t_start -= elapsed_before
     hooks = [*callbacks, *([ProgressBar()] if cfg.progress else []), ConsoleLog(), JsonlLog(out / "log.jsonl")]
     for hook in hooks:
         hook.on_train_start(model, cfg, {"classes": classes, "num_params": n_params,
-                                         "steps_per_epoch": steps_per_epoch})
+                                         "steps_per_epoch": steps_per_epoch, "first_epoch": first_epoch,
+                                         "history": history})
 
-    history = []
-    step = 0
     eager = [(m, "fused_attn", False) for m in model.modules() if hasattr(m, "fused_attn")]
     with set_attributes(eager):
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first_epoch, cfg.epochs + 1):
             if isinstance(data.train_set, ShapesDataset) and cfg.fresh_data:
                 data.train_set.set_epoch(epoch - 1)
             model.train()
             t_epoch = time.perf_counter()
             low_res = cfg.low_res_size if epoch <= cfg.low_res_epochs else None
-            run_loss, run_token_loss, run_correct, seen = 0.0, 0.0, 0, 0
+            run_loss, run_token_loss, run_reg_loss, run_correct, seen = 0.0, 0.0, 0.0, 0, 0
             for hook in hooks:
                 hook.on_epoch_start(epoch, model)
             for batch in loader:
@@ -135,6 +181,10 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
                     token = 0.5 * (per_token[on_object].mean() + per_token[~on_object].mean())
                     run_token_loss += token.item() * len(y)
                     loss = loss + cfg.token_loss * token
+                if regularization is not None:
+                    reg = regularization()
+                    run_reg_loss += reg.item() * len(y)
+                    loss = loss + reg
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -151,6 +201,7 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
             val_loss, val_acc = loss_and_accuracy(model, data.val_images, data.val_labels, prep, cfg.bf16)
             record = {"epoch": epoch, "train_loss": run_loss / seen, "train_acc": run_correct / seen,
                       **({"train_token_loss": run_token_loss / seen} if token_head is not None else {}),
+                      **({"train_reg_loss": run_reg_loss / seen} if regularization is not None else {}),
                       "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
                       "train_img_size": low_res or cfg.img_size,
                       "epoch_seconds": round(time.perf_counter() - t_epoch, 2),
@@ -158,6 +209,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
             for hook in hooks:
                 hook.on_epoch_end(epoch, model, record)
             history.append(record)
+            _save_state(state_path, cfg, model, token_head, opt, sched, loader_gen, flip_gen, history, step,
+                        time.perf_counter() - t_start)
 
     train_seconds = time.perf_counter() - t_start
     metrics: dict[str, Any] = {"val_accuracy": history[-1]["val_acc"]}
