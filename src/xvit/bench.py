@@ -10,6 +10,13 @@ and every parameter that requires one, what ``loss.backward()`` computes; taken 
 the model's ``.grad`` stay untouched). Times are per image, the median of ``repeats`` rounds after ``warmup``
 rounds.
 
+Methods that record their passes in ``meta`` (``n_forwards``, ``n_forward_backward``, and for TIS
+``n_short_forwards`` of ``short_tokens`` tokens) are also timed against those nominal passes: ``x_nominal`` is the
+method's time divided by that many plain batched passes of the same batch in the same round (a forward, a
+forward+backward, and a forward of the shortened sequence, timed as extra baselines), so 1.0 means no overhead
+beyond its passes. Time in clustering and eigen-solves (``meta["solver_seconds"]``) is reported separately and
+left out of ``x_nominal``.
+
 Peak memory is measured in one extra call per entry with :class:`xvit.utils.memory.PeakMemory`: on CUDA
 ``torch.cuda.max_memory_allocated`` above the allocation before the call; on the CPU the largest increase of the
 process's resident set size sampled every millisecond after ``malloc_trim`` (all memory of the process, not only
@@ -42,7 +49,8 @@ PEERS = ("captum", "gradcam")  # peer libraries whose equivalent calls ``compare
 
 def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
                   image_size: int | tuple[int, int] | None = None, repeats: int = 5, warmup: int = 1,
-                  compare: str | None = None) -> list[dict[str, Any]]:
+                  compare: str | None = None, params: dict[str, dict[str, Any]] | None = None
+                  ) -> list[dict[str, Any]]:
     """Benchmark ``methods`` on ``model`` with random pixels, normalised as the model expects, on its device.
 
     Args:
@@ -55,12 +63,15 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
         compare: ``"captum"`` or ``"gradcam"``: also time the peer's equivalent of each method it has (Captum:
             input_x_gradient, integrated_gradients, smoothgrad; pytorch-grad-cam: gradcam) and report the Pearson
             correlation of its maps with xvit's in ``agreement``.
+        params: method parameters, ``{method: {name: value}}`` (e.g. ``{"rise": {"n_masks": 1000}}``).
 
     Returns:
         One row per baseline, method and peer call (``method`` is ``"captum:input_x_gradient"`` for a peer), with
         ``seconds_per_image``, time ratios ``x_forward``, ``x_input_grad``, ``x_forward_backward`` (medians of
         per-round ratios), ``peak_mib`` (None where unmeasurable) and memory ratios ``mem_x_forward``,
-        ``mem_x_input_grad``, ``mem_x_forward_backward``; peer rows also ``agreement``.
+        ``mem_x_input_grad``, ``mem_x_forward_backward``; peer rows also ``agreement``; rows of methods that
+        count their passes also ``nominal_passes`` (per image, e.g. ``"1 F + 20 F+B"``), ``x_nominal`` and
+        ``solver_seconds_per_image``.
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError("batch_size and repeats must be >= 1 and warmup >= 0.")
@@ -76,7 +87,10 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
     x = x.to(device, param.dtype)
 
     entries: dict[str, Callable[[], Any]] = dict(zip(BASELINES, _baselines(model, x)))
-    explainers = {m: Explainer(model, method=m) for m in methods}
+    explainers = {m: Explainer(model, method=m, **(params or {}).get(m, {})) for m in methods}
+    passes = {m: _nominal_passes(e(x).meta) for m, e in explainers.items()}  # also a warm-up call
+    short_lengths = sorted({p["short_tokens"] for p in passes.values() if p and p["short"]})
+    entries.update({_short_name(k): _short_forward(model, x, k) for k in short_lengths})
     entries.update({m: (lambda e=e: e(x)) for m, e in explainers.items()})
     agreement: dict[str, float | None] = {}
     if compare is not None:
@@ -101,9 +115,56 @@ def run_benchmark(model: nn.Module, methods: Sequence[str], batch_size: int = 8,
             row[f"mem_x_{key}"] = peaks[name] / base_peak if peaks[name] is not None and base_peak else None
         if name in agreement:
             row["agreement"] = agreement[name]
+        if passes.get(name):
+            row.update(_nominal_ratio(passes[name], times, name, batch_size))
         row.update(batch_size=batch_size, image_size=[h, w], repeats=repeats, device=str(device))
         rows.append(row)
     return rows
+
+
+def _nominal_passes(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Mean passes per image that a method recorded in ``meta``, or None when it records none."""
+    def mean(key: str) -> float:
+        value = meta.get(key)
+        return 0.0 if value is None else float(torch.as_tensor(value, dtype=torch.float64).mean())
+
+    if "n_forwards" not in meta and "n_forward_backward" not in meta:
+        return None
+    short = mean("n_short_forwards")
+    return {"forward": mean("n_forwards"), "forward_backward": mean("n_forward_backward"), "short": short,
+            "short_tokens": round(mean("short_tokens")) if short else 0, "solver": mean("solver_seconds")}
+
+
+def _short_name(tokens: int) -> str:
+    return f"forward({tokens} tokens)"
+
+
+def _short_forward(model: nn.Module, x: torch.Tensor, tokens: int) -> Callable[[], Any]:
+    """A plain forward of ``x`` with the sequence shortened to ``tokens`` tokens (prefix plus the first patches)."""
+    adapter = get_adapter(model)
+    keep = torch.arange(tokens - adapter.layout(x).num_prefix, device=x.device).expand(x.shape[0], -1)
+
+    def forward() -> None:
+        with torch.no_grad():
+            adapter.forward_tokens(x, keep)
+    return forward
+
+
+def _nominal_ratio(passes: dict[str, Any], times: dict[str, list[float]], name: str,
+                   batch_size: int) -> dict[str, Any]:
+    """The method's time without its solver time over the time of its nominal passes, per round (median)."""
+    short = _short_name(passes["short_tokens"])
+    ratios = []
+    for r, total in enumerate(times[name]):
+        t = total - passes["solver"] * batch_size
+        nominal = (passes["forward"] * times["forward"][r] + passes["forward_backward"] * times["forward+backward"][r]
+                   + (passes["short"] * times[short][r] if passes["short"] else 0.0))
+        ratios.append(t / nominal if nominal else float("nan"))
+    words = [f"{passes['forward']:g} F" if passes["forward"] else "",
+             f"{passes['forward_backward']:g} F+B" if passes["forward_backward"] else "",
+             f"{passes['short']:g} F({passes['short_tokens']} tokens)" if passes["short"] else ""]
+    return {"nominal_passes": " + ".join(w for w in words if w), "x_nominal": statistics.median(ratios),
+            "solver_seconds_per_image": passes["solver"]}
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -112,15 +173,22 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         return "n/a" if v is None else format(v, fmt)
 
     agreement = any("agreement" in r for r in rows)
+    nominal = any("x_nominal" in r for r in rows)
     lines = ["| method | ms / image | × fwd | × fwd+bwd | × fwd+input-grad | peak MiB | mem × fwd | mem × fwd+bwd | "
-             "mem × fwd+input-grad |" + (" agreement |" if agreement else ""),
-             "|---|" + "---:|" * (9 if agreement else 8)]
+             "mem × fwd+input-grad |" + (" agreement |" if agreement else "")
+             + (" nominal passes / image | × nominal | solver ms / image |" if nominal else ""),
+             "|---|" + "---:|" * (8 + agreement) + ("---|---:|---:|" if nominal else "")]
     for r in rows:
         line = (f"| {r['method']} | {r['seconds_per_image'] * 1e3:.2f} | {r['x_forward']:.2f} | "
                 f"{r['x_forward_backward']:.2f} | {r['x_input_grad']:.2f} | {num(r['peak_mib'], '.1f')} | "
                 f"{num(r['mem_x_forward'], '.2f')} | {num(r['mem_x_forward_backward'], '.2f')} | "
                 f"{num(r['mem_x_input_grad'], '.2f')} |")
-        lines.append(line + (f" {num(r.get('agreement'), '.8f')} |" if agreement else ""))
+        line += f" {num(r.get('agreement'), '.8f')} |" if agreement else ""
+        if nominal:
+            solver = r.get("solver_seconds_per_image")
+            line += (f" {r.get('nominal_passes', '')} | {num(r.get('x_nominal'), '.2f')} | "
+                     f"{num(None if solver is None else solver * 1e3, '.2f')} |")
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -55,3 +55,13 @@ def test_tam_without_integral_uses_the_gradient_at_x_only(setup):
     plain = xvit.explain(model, x, "tam", target=targets, with_integral=False)
     one_step_at_zero = xvit.explain(model, x, "tam", target=targets, steps=1)  # α = 0 only
     assert not torch.allclose(plain.raw, one_step_at_zero.raw)
+
+
+@pytest.mark.parametrize("method,options,forwards,forward_backward", [
+    ("bt_h", {"steps": 3}, 0, 4), ("bt_t", {"steps": 3}, 1, 3), ("tam", {"steps": 3}, 1, 3),
+    ("tam", {"with_integral": False}, 1, 1)])
+def test_meta_counts_the_nominal_passes_per_image(setup, method, options, forwards, forward_backward):
+    model, x, targets = setup
+    e = xvit.explain(model, x, method, target=targets, **options)
+    assert e.meta["n_forwards"].tolist() == [[forwards] * 2] * 2
+    assert e.meta["n_forward_backward"].tolist() == [[forward_backward] * 2] * 2

@@ -249,7 +249,9 @@ def test_tis_with_the_reference_masks_float32(i):
         raw = e.raw[0, k]
         ref.assert_close_scaled(raw, stored[f"in{i}.{which}.tis_raw"])
         ref.assert_close_scaled((raw - raw.min()) / (raw - raw.min()).max(), stored[f"in{i}.{which}.tis"])
-    assert e.meta["n_masks"].tolist() == [128] and e.meta["n_forwards"].tolist() == [129]
+    assert e.meta["n_masks"].tolist() == [128] and e.meta["n_forwards"].tolist() == [1]
+    assert e.meta["n_short_forwards"].tolist() == [128]  # the supplied masks' shortened sequences
+    assert e.meta["short_tokens"].tolist() == [1 + masks.sum(-1).float().mean().item()]
 
 
 def test_tis_clusters_the_reference_vectors():

@@ -8,7 +8,17 @@ import os
 import sys
 
 from xvit.adapters import UnsupportedModelError
-from xvit.cli.common import MAIN_METHODS, UsageError, check_methods, device, load_model, positive_int
+from xvit.cli.common import (
+    MAIN_METHODS,
+    UsageError,
+    add_param_argument,
+    check_method_params,
+    check_methods,
+    device,
+    load_model,
+    parse_params,
+    positive_int,
+)
 
 LARGE_BATCH_MAX_SIZE = 224  # batches above 8 run only at this input size or below (the grid stays within memory)
 
@@ -19,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "interleaved rounds in one process (medians of per-round ratios). Every combination of "
                           "--model, --image-size and --batch-size runs, except batches above 8 at inputs larger "
                           f"than {LARGE_BATCH_MAX_SIZE} px. CPU memory is the peak RSS increase sampled from "
-                          "/proc/self/statm; CUDA memory is torch.cuda.max_memory_allocated.")
+                          "/proc/self/statm; CUDA memory is torch.cuda.max_memory_allocated. Methods that count "
+                          "their passes (mask methods, BT, TAM) are also timed against that many plain passes "
+                          "('× nominal'), with clustering and eigen-solves reported separately.")
     parser.add_argument("--model", "--models", dest="models", nargs="+", default=["xvit-random:tiny"], metavar="SPEC",
                         help="model specs, e.g. timm-random:vit_small_patch16_224 (default: xvit-random:tiny)")
     parser.add_argument("--method", "--methods", dest="methods", nargs="+", metavar="M", default=MAIN_METHODS,
@@ -33,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the peer library's equivalent calls (pip install 'xvit[bench]') and report "
                              "the correlation of their maps with xvit's")
     parser.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+    add_param_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from xvit.bench import format_table, run_benchmark
 
     methods = check_methods(args.methods)
+    params = parse_params(args.param)
+    check_method_params(params, methods)
     if args.compare is not None:
         module = {"captum": "captum", "gradcam": "pytorch_grad_cam"}[args.compare]
         try:
@@ -63,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             try:
                 rows = run_benchmark(model, methods, batch_size=batch, image_size=size, repeats=args.repeats,
-                                     compare=args.compare)
+                                     compare=args.compare, params=params)
             except (UnsupportedModelError, ValueError) as e:
                 raise UsageError(str(e)) from None
             h, w = rows[0]["image_size"]

@@ -29,6 +29,7 @@ class _BeyondIntuition(Method):
     """Shared parameters and the reasoning feedback ``W = E_h[(mean_k ∇A^(L)(α_k x))⁺]``."""
 
     per_block: ClassVar[int]
+    perception_needs_gradients: ClassVar[bool]
     param_constraints = {"start_layer": Nullable(Interval(None, None, integer=True)),
                          "steps": Interval(1, None, integer=True),
                          "internal_batch_size": Interval(1, None, integer=True)}
@@ -43,7 +44,13 @@ class _BeyondIntuition(Method):
         logits, targets, relevance = self._perception(ctx, x, targets, blocks, rows)
         grad = integrated_last_gradient(ctx, x, targets, self.params["steps"], self.params["internal_batch_size"], rows)
         feedback = grad.clamp(min=0).mean(1)  # clamp after the step mean, before the head mean
-        return Attribution(read_out(ctx.layout, weights, feedback * relevance), logits, targets)
+        # Nominal passes per image: the perception pass (a forward+backward for BT-H, whose head weights are
+        # gradients; a forward for BT-T) and ``steps`` forward+backward passes of the feedback.
+        steps = torch.full((x.shape[0],), self.params["steps"])
+        perception_backward = int(self.perception_needs_gradients)
+        passes = {"n_forwards": torch.full_like(steps, 1 - perception_backward),
+                  "n_forward_backward": steps + perception_backward}
+        return Attribution(read_out(ctx.layout, weights, feedback * relevance), logits, targets, passes)
 
     @abc.abstractmethod
     def _perception(self, ctx: Context, x: Tensor, targets: Tensor | None, blocks: range,
@@ -67,6 +74,7 @@ class BeyondIntuitionHead(_BeyondIntuition):
     """
 
     per_block = 4
+    perception_needs_gradients = True
 
     def _perception(self, ctx: Context, x: Tensor, targets: Tensor | None, blocks: range,
                     rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -90,6 +98,7 @@ class BeyondIntuitionToken(_BeyondIntuition):
     """
 
     per_block = 2
+    perception_needs_gradients = False
 
     def _perception(self, ctx: Context, x: Tensor, targets: Tensor | None, blocks: range,
                     rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:

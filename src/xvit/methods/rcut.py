@@ -4,6 +4,7 @@ YangtaoWANG95/TokenCut ``object_discovery.py``; attribution-methods.md §5.5).""
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ class RCut(Method):
         features = rec.outputs["features"][:, layout.num_prefix:]  # (B, N, D)
         B, K = targets.shape
         n_forwards = torch.ones(B, dtype=torch.long)
+        solve_start = time.perf_counter()
         if p["output"] == "ncut":
             cut = normalized_cut(features, p["ncut_tau"], p["eps"])
             raw = cut.fiedler.clamp(min=0)[:, None].expand(B, K, -1)
@@ -146,6 +148,7 @@ class RCut(Method):
         else:
             weights, passes = self.channel_weights(ctx, x, features, logits, targets)  # (B, K, D)
             n_forwards += passes
+            solve_start = time.perf_counter()
             tokens = weights[:, :, None, :] * features[:, None]  # (B, K, N, D)
             if p["output"] == "base_cam":
                 raw = tokens.sum(-1)
@@ -159,13 +162,14 @@ class RCut(Method):
                     raw = cut.bipartition
                 else:
                     raw = seed_component(cut, layout.grid)
+        solver = torch.full((B,), (time.perf_counter() - solve_start) / B)
         if bool(degenerate.any()):
             warnings.warn(f"rcut: {int(degenerate.sum())} of {degenerate.numel()} token graphs are degenerate (every "
                           "cosine above the threshold, or no eigen-gap), so their cut is arbitrary; see "
                           "meta['degenerate'], or raise tau.", RuntimeWarning, stacklevel=2)
         raw = raw.to(torch.float32).reshape(B * K, *layout.grid)
         return Attribution(raw, logits, targets.reshape(-1),
-                           {"degenerate": degenerate.cpu(), "n_forwards": n_forwards})
+                           {"degenerate": degenerate.cpu(), "n_forwards": n_forwards, "solver_seconds": solver})
 
     def channel_weights(self, ctx: Context, x: Tensor, features: Tensor, logits: Tensor,
                         targets: Tensor) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from xvit.methods._feedback import integrated_last_gradient, read_out, readout_rows, resolve_start_layer
@@ -52,4 +53,7 @@ class TransitionAttentionMaps(Method):
             grad = ctx.record(x, rec.targets, grads=True, reduce=lambda _a, g: g[:, :, rows],
                               reduce_blocks=(last,)).reduced[last]
         feedback = grad.clamp(min=0).mean(1)  # clamp before the head mean
-        return Attribution(read_out(ctx.layout, weights, state * feedback), rec.logits, rec.targets)
+        # Nominal passes per image: one forward, then steps forward+backward passes (one without the integral).
+        steps = torch.full((x.shape[0],), p["steps"] if p["with_integral"] else 1)
+        return Attribution(read_out(ctx.layout, weights, state * feedback), rec.logits, rec.targets,
+                           {"n_forwards": torch.ones_like(steps), "n_forward_backward": steps})

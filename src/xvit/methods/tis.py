@@ -4,12 +4,13 @@ aenglebert/Transformer_Input_Sampling ``tis/tis.py``; attribution-methods.md §5
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import Tensor
 
 from xvit.adapters.base import UnsupportedModelError
-from xvit.methods._masked import TensorOrNone, clean_pass, pass_counts
+from xvit.methods._masked import TensorOrNone, clean_pass
 from xvit.methods.base import Attribution, Context, Method, register_method
 from xvit.params import Interval
 from xvit.perturb import score
@@ -82,9 +83,11 @@ class TransformerInputSampling(Method):
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p, layout = self.params, ctx.layout
         logits, targets = clean_pass(ctx, x, targets)
-        capped = torch.zeros(x.shape[0], dtype=torch.bool)
+        B = x.shape[0]
+        capped = torch.zeros(B, dtype=torch.bool)
+        solver = torch.zeros(B)
         if p["masks"] is None:
-            masks, was_capped = self._sample_masks(ctx, x)
+            masks, was_capped, solver[:] = self._sample_masks(ctx, x)
             capped[:] = was_capped
         else:
             masks = p["masks"].to(x.device)
@@ -98,18 +101,25 @@ class TransformerInputSampling(Method):
         total = torch.einsum("bmk,bmn->bkn", scores, weights)
         coverage = weights.sum(1)[:, None]
         raw = torch.where(coverage > 0, total / coverage.clamp(min=1), torch.zeros_like(total))
-        return Attribution(raw.reshape(-1, *layout.grid), logits, targets.reshape(-1),
-                           {**pass_counts(x.shape[0], per_image.shape[1]), "n_masks_capped": capped})
+        n_masks = per_image.shape[1]
+        full = 1 + (p["masks"] is None)  # the clean pass, and the pass recording the block outputs
+        extras = {"n_masks": torch.full((B,), n_masks), "n_forwards": torch.full((B,), full),
+                  "n_short_forwards": torch.full((B,), n_masks),
+                  "short_tokens": layout.num_prefix + per_image.sum(-1).float().mean(-1),
+                  "n_masks_capped": capped, "solver_seconds": solver}
+        return Attribution(raw.reshape(-1, *layout.grid), logits, targets.reshape(-1), extras)
 
-    def _sample_masks(self, ctx: Context, x: Tensor) -> tuple[Tensor, bool]:
-        """``(B, M, N)`` top-``k`` masks of the k-means centroids of every image, and whether ``n_masks`` was capped."""
+    def _sample_masks(self, ctx: Context, x: Tensor) -> tuple[Tensor, bool, float]:
+        """``(B, M, N)`` top-``k`` masks of the k-means centroids of every image, whether ``n_masks`` was capped,
+        and the seconds per image spent in k-means."""
         p, layout = self.params, ctx.layout
         points = block_output_vectors(ctx, x)
         n_masks = min(p["n_masks"], points.shape[1])
         keep = max(1, math.floor(p["tokens_ratio"] * layout.num_patches))
         masks = []
+        start = time.perf_counter()
         for image in points:
             centroids = kmeans(image, n_masks, torch.Generator().manual_seed(p["seed"]))
             top = centroids.topk(keep, dim=1).indices
             masks.append(torch.zeros_like(centroids, dtype=torch.bool).scatter_(1, top, True))
-        return torch.stack(masks), n_masks < p["n_masks"]
+        return torch.stack(masks), n_masks < p["n_masks"], (time.perf_counter() - start) / len(points)

@@ -3,6 +3,8 @@ vaynexie/CausalX-ViT ``ViT_CX.py``, ``causal_score.py``; attribution-methods.md 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -70,9 +72,11 @@ class ViTCX(Method):
         logits = rec.logits.float()
         targets = explained_classes(logits, None)[:, None] if targets is None else targets
         clean = logits.softmax(1).gather(1, targets)  # (B, K)
-        maps, clusters = [], []
+        maps, clusters, solver = [], [], []
         for b, features in enumerate(rec.outputs["features"]):
+            start = time.perf_counter()
             masks = self.cluster_masks(ctx, features, tuple(x.shape[-2:]))
+            solver.append(time.perf_counter() - start)
             masked = score(ctx.adapter, x[b:b + 1], masks, targets[b:b + 1], batch_size=p["internal_batch_size"],
                            substrate=GaussianNoise(p["sigma"], seed=p["seed"]))[0]  # (M, K)
             if p["sigma"] > 0:
@@ -86,7 +90,8 @@ class ViTCX(Method):
             maps.append(sal / masks.shape[0])
             clusters.append(masks.shape[0])
         n = torch.tensor(clusters)
-        extras = {"n_clusters": n, "n_masks": n, "n_forwards": 1 + n * (2 if p["sigma"] > 0 else 1)}
+        extras = {"n_clusters": n, "n_masks": n, "n_forwards": 1 + n * (2 if p["sigma"] > 0 else 1),
+                  "solver_seconds": torch.tensor(solver)}
         return Attribution(torch.cat(maps), logits, targets.reshape(-1), extras)
 
     def cluster_masks(self, ctx: Context, features: Tensor, size: tuple[int, int]) -> Tensor:
