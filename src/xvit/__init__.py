@@ -13,6 +13,8 @@ from xvit.methods import methods  # noqa: E402
 from xvit.models import load_model  # noqa: E402
 from xvit.result import Explanation  # noqa: E402
 from xvit.version import __version__  # noqa: E402
+from xvit.viz import comparison_grid, plot_attribution, show_on_image  # noqa: E402
 
 __all__ = ["Explainer", "Explanation", "analyse", "analyses", "ensure_torchvision_importable", "explain", "get_adapter",
-           "load_images", "load_maps", "load_model", "methods", "__version__"]
+           "load_images", "load_maps", "load_model", "methods", "__version__", "comparison_grid", "plot_attribution",
+           "show_on_image"]

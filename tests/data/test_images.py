@@ -147,3 +147,19 @@ def test_a_folder_or_a_fifo_given_as_an_image_says_what_it_is(tmp_path):
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(ImageLoadError, match="not a regular file"):  # checked before opening: never blocks
         load_images(tmp_path / "pipe", Preprocessing(size=(16, 16)))
+
+
+def test_a_timm_models_crop_keeps_photos_unsquashed_and_the_display_is_the_input():
+    from xvit._compat.torchvision_ops import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    timm = pytest.importorskip("timm")
+    wide = np.zeros((32, 96, 3), np.uint8)  # red, green, blue thirds
+    wide[:, :32, 0] = wide[:, 32:64, 1] = wide[:, 64:, 2] = 255
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8, depth=1)
+    x, (display,) = load_images(wide, model)  # crop_pct 0.9 from its pretrained_cfg: the green centre only
+    pixels = np.asarray(display).reshape(-1, 3)
+    assert x.shape == (1, 3, 16, 16) and (pixels[:, 1] > 200).all() and (pixels[:, [0, 2]] < 60).all()
+    prep = Preprocessing(size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic")
+    _, (squashed,) = load_images(wide, prep)  # no crop_pct: all three thirds, squashed
+    assert np.asarray(squashed)[8, 0, 0] > 200 and np.asarray(squashed)[8, -1, 2] > 200

@@ -60,3 +60,12 @@ def test_training_data_needs_one_label_per_image_and_two_classes(tmp_path):
         holdout_split(load_dataset(tmp_path / "one"), PREP, fraction=0.5, seed=0)
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
         holdout_split(load_dataset(_class_folder(tmp_path / "two")), PREP, fraction=1.0, seed=0)
+
+
+def test_training_images_take_the_models_crop(tmp_path):
+    data = load_dataset(_class_folder(tmp_path))
+    crop = Preprocessing(size=(16, 16), crop_pct=0.8)
+    image, _ = LabelledImages(data, crop)[0]
+    with Image.open(tmp_path / data.ids[0]) as src:  # 20 x 24 (H x W): resized to 20 x 24, centre 16 x 16 cut out
+        expected = np.array(src.convert("RGB").crop((4, 2, 20, 18)))
+    assert torch.equal(image, torch.from_numpy(expected).permute(2, 0, 1))

@@ -24,8 +24,8 @@ from xvit.pipeline import ClassScore, ImageRecord, explain_batch
 from xvit.result import Explanation
 from xvit.utils.jsonable import jsonable
 from xvit.utils.logits import unwrap_logits
-from xvit.utils.maps import upsample_maps
 from xvit.version import __version__
+from xvit.viz import explanation_scale
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -88,8 +88,7 @@ class ExplainOutput:
             for m, exp in self.explanations.items():
                 raw = exp.raw[b, 0].detach().float().cpu()
                 maps[m] = {"shape": list(raw.shape), "values": base64.b64encode(raw.numpy().astype("<f4").tobytes())
-                           .decode(), "signed": exp.signed, "scale": colour_scale(raw, self.display[b].size[::-1],
-                                                                                  exp.signed),
+                           .decode(), "signed": exp.signed, "scale": colour_scale(exp, b, self.display[b].size[::-1]),
                            "heat": f"{base}/heat/{b}/{m}.png", "overlay": f"{base}/overlay/{b}/{m}.png"}
             images.append({"image_id": self.image_ids[b], "display": f"{base}/images/{b}.png", "record": rec.to_dict(),
                            "maps": maps})
@@ -110,17 +109,15 @@ class ExplainOutput:
 
     def overlay_png(self, b: int, method: str, alpha: float) -> bytes:
         """The library's overlay of one image and method at opacity ``alpha``."""
-        return png_bytes(self.explanations[method].overlay(self.display, alpha=alpha)[b][0])
+        return png_bytes(Image.fromarray(self.explanations[method].overlay(self.display, alpha=alpha)[b, 0]))
 
 
-def colour_scale(raw: torch.Tensor, size: tuple[int, int], signed: bool) -> dict[str, float]:
-    """The values at the ends of the colour bar of :func:`xvit.viz.overlay`: ``[-s, s]`` for signed maps (``s``
-    the 99th percentile of the magnitude of the upsampled map), the map's range otherwise."""
-    up = upsample_maps(raw, size)
-    if signed:
-        scale = float(torch.quantile(up.abs().flatten(), 0.99)) or float(up.abs().max())
-        return {"low": -scale, "high": scale}
-    return {"low": float(up.min()), "high": float(up.max())}
+def colour_scale(exp: Explanation, b: int, size: tuple[int, int]) -> dict[str, float]:
+    """The values at the ends of the colour bar of image ``b``'s overlay (:func:`xvit.viz.explanation_scale`):
+    ``[-s, s]`` for signed maps (``s`` the 99th percentile of the magnitude of the map as drawn), the map's range
+    otherwise."""
+    low, high = explanation_scale(exp, b, 0, size)
+    return {"low": low, "high": high}
 
 
 def explain(job: Job, loaded: LoadedModel, images: Sequence[StoredImage],
@@ -146,7 +143,7 @@ def explain(job: Job, loaded: LoadedModel, images: Sequence[StoredImage],
     out = ExplainOutput(loaded.id, target, [im.id for im in images], display, result.records, result.explanations)
     for m, exp in out.explanations.items():
         for b, per_class in enumerate(exp.overlay(display, alpha=1.0)):
-            out.heat[(b, m)] = png_bytes(per_class[0])
+            out.heat[(b, m)] = png_bytes(Image.fromarray(per_class[0]))
     out.page(job.id)
     return out
 

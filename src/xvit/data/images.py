@@ -1,8 +1,9 @@
 """Loading images into a model's normalised input batch, with errors that name the file and the fix.
 
-``load_images`` resizes every image straight to the model's input size (no crop, so the whole
-image is explained) and returns the display images at that size, so an overlay lines up with the map.
-The pixel path itself is :mod:`xvit.data.preprocess`, shared with the data sources.
+``load_images`` brings every image to the model's input size with the model's own geometry (a straight resize
+for xvit's checkpoints; resize and centre crop by ``crop_pct`` for timm and Hugging Face models, so photos are not
+squashed) and returns the display images at that size, cropped the same way, so an overlay lines up with the
+map. The pixel path itself is :mod:`xvit.data.preprocess`, shared with the data sources.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ __all__ = ["ImageLoadError", "ImageSource", "load_images", "warn_if_unnormalised
 
 def load_images(images: ImageSource | Sequence[ImageSource],
                 model_or_preprocessing: nn.Module | Preprocessing) -> tuple[Tensor, list[Image.Image]]:
-    """Read, convert to RGB, resize and normalise images for a model.
+    """Read, convert to RGB, resize (and centre-crop, where the model's preprocessing does) and normalise images
+    for a model.
 
     Args:
         images: one image or a sequence of them: file paths, PIL images, or ``(H, W, 3)`` / ``(H, W)``
@@ -36,7 +38,8 @@ def load_images(images: ImageSource | Sequence[ImageSource],
 
     Returns:
         ``(x, display)``: ``x`` a float32 batch ``(B, 3, H, W)`` normalised with the model's mean and
-        std, on the CPU; ``display`` the RGB PIL images at size ``(H, W)``, one per input. A one-channel
+        std, on the CPU; ``display`` the RGB PIL images at size ``(H, W)`` (exactly the pixels of ``x``, the same
+        crop), one per input. A one-channel
         model (one mean and std) gets ``(B, 1, H, W)`` and grayscale (``L``) display images.
 
     Raises:

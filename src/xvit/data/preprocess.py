@@ -5,15 +5,18 @@ through these functions, so ``explain``, ``evaluate`` and training feed a model 
 
 1. :func:`to_rgb`: files, PIL images and arrays to an RGB PIL image (EXIF rotation applied, grayscale
    replicated, transparency composited on white, 16-bit and float images scaled with their contrast kept).
-2. :func:`prepare_image`: the model's colour mode (RGB, or ``L`` for a one-channel model), resized straight to
-   the model's input size (no crop) with the model's interpolation; :func:`resize_mask` resizes a mask with
-   nearest neighbour onto the same pixel grid.
+2. :func:`prepare_image`: the model's colour mode (RGB, or ``L`` for a one-channel model) and its geometry
+   (:func:`crop_geometry`): resized straight to the input size, or, for models with a ``crop_pct`` (timm, Hugging
+   Face image processors), resized so that ``size / crop_pct`` is covered without changing the aspect ratio and
+   centre-cropped to the input size, so photos are not squashed. The display image is this very crop.
+   :func:`resize_mask` takes a ground-truth mask through the same resize (nearest neighbour) and crop.
 3. :func:`to_tensor` and :func:`normalise`: ``(B, C, H, W)`` uint8, then ``(pixels / 255 - mean) / std``.
 4. :func:`denormalise` and :func:`to_display` invert step 3 for display.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,8 +29,9 @@ from torch import Tensor
 
 from xvit.models import Preprocessing
 
-__all__ = ["ImageLoadError", "ImageSource", "RESAMPLE", "channels", "denormalise", "normalise", "open_image",
-           "prepare_image", "resize_image", "resize_mask", "to_display", "to_rgb", "to_tensor"]
+__all__ = ["ImageLoadError", "ImageSource", "RESAMPLE", "apply_geometry", "channels", "crop_geometry", "denormalise",
+           "normalise", "open_image", "prepare_image", "resize_mask", "to_display", "to_rgb",
+           "to_tensor"]
 
 ImageSource = str | os.PathLike | Image.Image | np.ndarray
 
@@ -54,8 +58,8 @@ def channels(preprocessing: Preprocessing) -> int:
 
 
 def prepare_image(src: ImageSource, preprocessing: Preprocessing) -> Image.Image:
-    """An image in the model's colour mode (``RGB``, or ``L`` for one channel) at its input size (H, W),
-    resized straight (no crop) with its interpolation."""
+    """An image in the model's colour mode (``RGB``, or ``L`` for one channel) at its input size (H, W): resized
+    with its interpolation and, for a model with a ``crop_pct``, centre-cropped (:func:`apply_geometry`)."""
     image = to_rgb(src)
     if image.width == 0 or image.height == 0:
         name = repr(str(src)) if isinstance(src, (str, os.PathLike)) else f"the {type(src).__name__}"
@@ -63,24 +67,60 @@ def prepare_image(src: ImageSource, preprocessing: Preprocessing) -> Image.Image
                              "least one pixel.")
     if channels(preprocessing) == 1:
         image = image.convert("L")
-    return resize_image(image, preprocessing.size, preprocessing.interpolation)
+    return apply_geometry(image, preprocessing, RESAMPLE.get(preprocessing.interpolation, Image.Resampling.BILINEAR))
 
 
-def resize_image(image: Image.Image, size: tuple[int, int], interpolation: str = "bilinear") -> Image.Image:
-    """``image`` resized to ``size`` (H, W) with a :data:`RESAMPLE` interpolation."""
-    height, width = size
-    return image.resize((width, height), RESAMPLE.get(interpolation, Image.Resampling.BILINEAR))
+def crop_geometry(height: int, width: int, preprocessing: Preprocessing
+                  ) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """Where an ``height`` x ``width`` image goes: ``((H', W'), (top, left, bottom, right))``, the size it is resized
+    to and the box of the model's input cut out of the resized image.
+
+    Without ``crop_pct`` the image is resized straight to ``preprocessing.size`` (the box is all of it). With it,
+    the scaled size is ``floor(size / crop_pct)`` per side (timm's evaluation transform); ``crop_mode="center"``
+    scales the image by one factor so that it covers the scaled size (the shorter side, for a square input,
+    reaches it exactly; the other keeps the aspect ratio, truncated as torchvision does), ``"squash"`` resizes to
+    the scaled size. The box is the centred input size (offsets rounded like torchvision's ``CenterCrop``); with
+    ``crop_pct > 1`` it reaches past the resized image, and :func:`apply_geometry` pads with zeros there.
+    """
+    out_h, out_w = (int(s) for s in preprocessing.size)
+    if preprocessing.crop_pct is None:
+        return (out_h, out_w), (0, 0, out_h, out_w)
+    # a small tolerance so that e.g. 224 / (224 / 256) is 256, not 255
+    scaled_h, scaled_w = (math.floor(s / preprocessing.crop_pct + 1e-6) for s in (out_h, out_w))
+    if preprocessing.crop_mode == "squash":
+        new_h, new_w = scaled_h, scaled_w
+    elif scaled_h / height >= scaled_w / width:  # the height binds
+        new_h, new_w = scaled_h, max(1, int(width * scaled_h / height))
+    else:
+        new_h, new_w = max(1, int(height * scaled_w / width)), scaled_w
+    top, left = int(round((new_h - out_h) / 2)), int(round((new_w - out_w) / 2))
+    return (new_h, new_w), (top, left, top + out_h, left + out_w)
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A boolean ``(h, w)`` mask resized to ``size`` (H, W) with nearest neighbour: the pixel grid of
-    :func:`resize_image` for the image it belongs to."""
-    height, width = size
+def apply_geometry(image: Image.Image, preprocessing: Preprocessing,
+                   resample: Image.Resampling = Image.Resampling.BILINEAR) -> Image.Image:
+    """``image`` resized with ``resample`` and cropped by :func:`crop_geometry`: the model's input grid. Images and
+    their masks (nearest neighbour) go through this one function, so they stay aligned."""
+    (new_h, new_w), (top, left, bottom, right) = crop_geometry(image.height, image.width, preprocessing)
+    if (new_h, new_w) != (image.height, image.width):
+        image = image.resize((new_w, new_h), resample)
+    if (top, left, bottom, right) != (0, 0, new_h, new_w):
+        image = image.crop((left, top, right, bottom))
+    return image
+
+
+def resize_mask(mask: np.ndarray, target: tuple[int, int] | Preprocessing) -> np.ndarray:
+    """A boolean ``(h, w)`` mask on the model's input grid, with nearest neighbour.
+
+    ``target`` is the model's :class:`~xvit.models.Preprocessing` (the resize and crop of :func:`prepare_image`
+    for the image the mask belongs to, by :func:`apply_geometry`) or a plain size ``(H, W)`` to resize straight
+    to.
+    """
+    prep = target if isinstance(target, Preprocessing) else Preprocessing(size=tuple(int(s) for s in target))
     mask = np.asarray(mask)
-    if mask.shape[:2] == (height, width):
+    if mask.shape[:2] == tuple(prep.size) and prep.crop_pct is None:
         return mask.astype(bool, copy=False)
-    resized = Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
-    return np.asarray(resized) > 0
+    return np.asarray(apply_geometry(Image.fromarray(mask.astype(np.uint8)), prep, Image.Resampling.NEAREST)) > 0
 
 
 def to_tensor(images: Sequence[Image.Image]) -> Tensor:

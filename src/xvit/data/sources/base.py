@@ -318,15 +318,15 @@ class EvalDataset:
     def load(self, indices: Sequence[int], preprocessing: Preprocessing) -> EvalBatch:
         """Read, resize and normalise images ``indices`` (and their masks) for a model.
 
-        Images are resized with the model's interpolation and masks with nearest neighbour onto the same
-        pixel grid (:mod:`xvit.data.preprocess`).
+        Images are resized (and, for a model with a ``crop_pct``, centre-cropped) with the model's interpolation,
+        and masks and marker masks go through the same resize (nearest neighbour) and crop
+        (:func:`~xvit.data.preprocess.apply_geometry`).
 
         Args:
             indices: positions in the data set.
             preprocessing: the model's :class:`~xvit.models.Preprocessing` (size, mean, std, interpolation).
         """
         indices = [int(i) for i in indices]
-        size = tuple(preprocessing.size)
         images, masks, markers = [], [], []
         for i in indices:
             image, image_masks = self.reader(i)
@@ -335,9 +335,9 @@ class EvalDataset:
                 if len(image_masks) != (2 if self.pair else 1):
                     raise DataSpecError(f"{self.ids[i]}: expected {2 if self.pair else 1} mask(s), found "
                                         f"{len(image_masks)}.")
-                masks.append(np.stack([resize_mask(m, size) for m in image_masks]))
+                masks.append(np.stack([resize_mask(m, preprocessing) for m in image_masks]))
             if self.marker_reader is not None:
-                markers.append(resize_mask(self.marker_reader(i), size))
+                markers.append(resize_mask(self.marker_reader(i), preprocessing))
         mask_tensor = None
         if self.has_masks:
             mask_tensor = torch.from_numpy(np.stack(masks))
