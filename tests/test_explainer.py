@@ -201,3 +201,48 @@ def test_explainers_in_threads_restore_the_model(family_models, family):
         t.join()
     assert seen == [True] * 6 and _state(model) == before
     model.eval()
+
+
+@pytest.mark.parametrize("family", ["xvit", "hf_vit"])
+def test_paths_pil_images_and_single_images_are_accepted(family, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    model = make(family)
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)) for _ in range(2)]
+    pictures[0].save(tmp_path / "a.png")
+    x, _ = xvit.load_images(pictures, model)
+    batch = xvit.explain(model, x, "rollout")
+    from_files = xvit.explain(model, [tmp_path / "a.png", pictures[1]], "rollout")
+    torch.testing.assert_close(from_files.raw, batch.raw)
+    one_path = xvit.explain(model, str(tmp_path / "a.png"), "rollout")
+    one_pil = xvit.Explainer(model, "rollout")(pictures[1])
+    one_tensor = xvit.explain(model, x[1], "rollout")
+    assert one_path.raw.shape[0] == one_pil.raw.shape[0] == one_tensor.raw.shape[0] == 1
+    torch.testing.assert_close(one_path.raw[0], batch.raw[0])
+    torch.testing.assert_close(one_pil.raw[0], batch.raw[1])
+    torch.testing.assert_close(one_tensor.raw[0], batch.raw[1])
+
+
+def test_unexplainable_inputs_are_refused_with_the_accepted_forms():
+    with pytest.raises(TypeError, match=r"pass a normalised \(B, 3, H, W\) or \(3, H, W\) tensor, an image path"):
+        xvit.explain(make("xvit"), 3, "rollout")
+    with pytest.raises(TypeError, match="a list of paths or PIL images"):
+        xvit.explain(make("xvit"), [], "rollout")
+
+
+def test_targets_by_name_per_image_with_pred_and_top_k():
+    model = make("xvit")
+    model.xvit_class_names = ["circle", "square", "tabby cat", "star", "cross"]
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        logits = model(x)
+    exp = xvit.explain(model, x, "input_x_gradient", target=["tabby", 3, "pred"])
+    assert exp.targets[:, 0].tolist() == [2, 3, int(logits[2].argmax())]
+    single = xvit.explain(model, x[2:], "input_x_gradient", target=int(logits[2].argmax()))
+    torch.testing.assert_close(exp.raw[2:], single.raw)
+    top = xvit.Explainer(model, "input_x_gradient")(x, top_k=3)
+    assert top.targets.tolist() == logits.topk(3).indices.tolist()
+    with pytest.raises(ValueError, match="Did you mean 'square'"):
+        xvit.explain(model, x, "rollout", target="squar")

@@ -74,3 +74,50 @@ def test_unique_names_never_let_written_files_collide(images):
     files = [f for n in names for f in output_files(n, ["rollout", "gradcam"])]
     assert len(set(files)) == len(files) and not any(GRID_NAME.fullmatch(n) for n in names)
     assert names[0].startswith("000_")
+
+
+def test_top_k_records_every_explained_class_and_writes_one_overlay_each(tmp_path):
+    model = make("xvit")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    result = explain_batch(model, x, ["rollout", "input_x_gradient"], top_k=3,
+                           display=[Image.new("RGB", (SIZE, SIZE))] * 2, names=["a", "b"])
+    with torch.no_grad():
+        probs = model(x).softmax(-1)
+    for b, rec in enumerate(result.records):
+        for m, mrec in rec.methods.items():
+            assert [t.target.index for t in mrec.explained] == probs[b].topk(3).indices.tolist()
+            assert mrec.target == mrec.explained[0].target and mrec.stats == mrec.explained[0].stats
+            for k, t in enumerate(mrec.explained):
+                assert t.stats == map_statistics(result.explanations[m].raw[b, k])
+    written = write_batch(result, tmp_path)
+    rec = written.records[0]
+    assert [t.overlay for t in rec.methods["rollout"].explained] == ["a_rollout_1.png", "a_rollout_2.png",
+                                                                     "a_rollout_3.png"]
+    assert rec.methods["rollout"].overlay == "a_rollout_1.png"
+    assert all((tmp_path / t.overlay).is_file() for m in rec.methods.values() for t in m.explained)
+    d = rec.to_dict()["methods"]["input_x_gradient"]
+    assert [e["overlay"] for e in d["explained"]] == [f"a_input_x_gradient_{k}.png" for k in (1, 2, 3)]
+
+
+def test_per_image_targets_follow_the_images_across_batches(tmp_path):
+    model = make("xvit")
+    model.xvit_class_names = ["circle", "square", "triangle", "star", "cross"]
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    targets = ["star", 0, "pred", "Triangle", 1]
+    records = [r for b in explain_images(model, paths, ["rollout"], target=targets, batch_size=2) for r in b.records]
+    got = [r.methods["rollout"].target.index for r in records]
+    assert got[:2] == [3, 0] and got[3:] == [2, 1] and got[2] == records[2].prediction.index
+
+
+def test_explain_images_reports_progress_as_lines_when_not_on_a_terminal(tmp_path, capsys):
+    model = make("xvit")
+    Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
+    list(explain_images(model, [tmp_path / "a.png"] * 3, ["rollout"], progress=True))
+    err = capsys.readouterr().err
+    assert "explain: done 3/3 map (100%)" in err and "map/s" in err
+    list(explain_images(model, [tmp_path / "a.png"] * 3, ["rollout"]))
+    assert capsys.readouterr().err == ""  # fewer than 8 maps: quiet by default

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from xvit.adapters import get_adapter
-from xvit.data.images import warn_if_unnormalised
+from xvit.data.images import ImageSource, load_images, warn_if_unnormalised
 from xvit.methods import METHODS
 from xvit.methods._memory import DEFAULT_MEMORY_FRACTION, available_memory, rows_per_chunk
 from xvit.methods.base import Attribution, Context, Method
-from xvit.models import preprocessing_for
+from xvit.models import class_names_for, preprocessing_for
 from xvit.params import Interval, Nullable, validate_params
 from xvit.result import Explanation
-from xvit.targets import resolve_targets
+from xvit.targets import fill_predicted, resolve_targets
 from xvit.utils.context import eval_mode
+from xvit.utils.logits import unwrap_logits
 from xvit.utils.maps import normalise_maps, upsample_maps
 
 
@@ -42,10 +47,13 @@ class Explainer:
         **params: the method's parameters.
 
     Calling it:
-        ``explainer(x, target=None)`` with ``x`` a normalised float batch ``(B, 3, H, W)`` in the model's
-        dtype and device, and ``target`` None (each image's predicted class), an int, one int per image, a
-        ``(B, K)`` tensor or nested list, or grad-cam style objects with a ``category``. Returns an
-        :class:`~xvit.result.Explanation`.
+        ``explainer(x, target=None, top_k=None)`` with ``x`` a normalised float batch ``(B, 3, H, W)`` or one
+        image ``(3, H, W)`` in the model's dtype and device, or image files / PIL images (one or a list), which
+        go through the model's own preprocessing (:func:`xvit.load_images`). ``target`` is None or ``"pred"``
+        (each image's predicted class), a class index or name (``"tabby cat"``, resolved among the model's class
+        names with a close-match hint when unknown), one of those per image (``["tabby", 3, "pred"]``), a
+        ``(B, K)`` tensor or nested list, or grad-cam style objects with a ``category``; ``top_k=K`` explains
+        each image's K most probable classes instead. Returns an :class:`~xvit.result.Explanation`.
     """
 
     def __init__(self, model: nn.Module, method: str | Method = "transformer_attribution", *,
@@ -95,6 +103,19 @@ class Explainer:
         """Captum-style alias: the raw maps ``(B, K, ...)`` only."""
         return self(inputs, target=target).raw
 
+    def _as_batch(self, x: Any) -> Tensor:
+        """A ``(B, C, H, W)`` batch from a batch, one ``(C, H, W)`` image, or image files / PIL images / arrays
+        (loaded with the model's preprocessing onto its device and dtype)."""
+        if isinstance(x, Tensor):
+            return x[None] if x.ndim == 3 else x
+        single = isinstance(x, (str, os.PathLike, Image.Image, np.ndarray))
+        if not single and not (isinstance(x, Sequence) and x and all(_is_image(i) for i in x)):
+            raise TypeError(f"Cannot explain a {type(x).__name__}; pass a normalised (B, 3, H, W) or (3, H, W) "
+                            "tensor, an image path, a PIL image, or a list of paths or PIL images.")
+        batch, _ = load_images(x, preprocessing_for(self.model))
+        param = next(self.model.parameters(), None)
+        return batch if param is None else batch.to(device=param.device, dtype=param.dtype)
+
     def _check_input(self, x: Tensor) -> None:
         self.adapter.check_input(x)
         if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
@@ -122,17 +143,24 @@ class Explainer:
         return Attribution(torch.cat([p.raw for p in parts]), torch.cat([p.logits for p in parts]),
                            torch.cat([p.targets for p in parts]), extras)
 
-    def __call__(self, x: Tensor, target: Any = None) -> Explanation:
+    def __call__(self, x: Tensor | ImageSource | Sequence[ImageSource], target: Any = None, *,
+                 top_k: int | None = None) -> Explanation:
+        x = self._as_batch(x)
         with self._contexts():  # cheap inside a with block; also covers parameters changed inside it
-            return self._explain(x, target)
+            return self._explain(x, target, top_k)
 
-    def _explain(self, x: Tensor, target: Any) -> Explanation:
+    def _explain(self, x: Tensor, target: Any, top_k: int | None = None) -> Explanation:
         self._check_input(x)
         B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
         layout = self.adapter.layout(x)
         ctx = Context(self.adapter, layout)
         self.method.validate(ctx)
-        targets = resolve_targets(target, B, self.adapter.num_classes, x.device)
+        num_classes = self.adapter.num_classes
+        targets = resolve_targets(target, B, num_classes, x.device, top_k=top_k,
+                                  class_names=lambda: class_names_for(self.model, num_classes))
+        if targets is not None and bool((targets < 0).any()):  # "pred" or top-k entries: one plain forward
+            with torch.no_grad():
+                targets = fill_predicted(targets, unwrap_logits(self.adapter.forward(x)))
         K = 1 if targets is None else targets.shape[1]
         start = time.perf_counter()
         if targets is None:
@@ -168,8 +196,15 @@ class Explainer:
                            meta=meta)
 
 
-def explain(model: nn.Module, x: Tensor, method: str = "transformer_attribution", target: Any = None,
+def explain(model: nn.Module, x: Tensor | ImageSource | Sequence[ImageSource],
+            method: str = "transformer_attribution", target: Any = None, *, top_k: int | None = None,
             **params: Any) -> Explanation:
-    """One-call form of :class:`Explainer`: ``with Explainer(model, method, **params) as e: return e(x, target)``."""
+    """One-call form of :class:`Explainer`: ``with Explainer(model, method, **params) as e: return e(x, target)``.
+    ``x`` and ``target`` as for calling an :class:`Explainer` (batches, single images, paths, PIL images; class
+    indices or names); ``top_k=K`` explains each image's K most probable classes."""
     with Explainer(model, method, **params) as explainer:
-        return explainer(x, target)
+        return explainer(x, target, top_k=top_k)
+
+
+def _is_image(item: Any) -> bool:
+    return isinstance(item, (str, os.PathLike, Image.Image, np.ndarray))

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from torch import Tensor, nn
 
@@ -25,9 +25,10 @@ from xvit.data.images import ImageSource, load_images
 from xvit.explainer import Explainer
 from xvit.models import class_names_for, preprocessing_for
 from xvit.result import Explanation
+from xvit.utils.progress import Progress
 
-__all__ = ["BatchResult", "ClassScore", "ImageRecord", "MethodRecord", "explain_batch", "explain_images",
-           "map_statistics", "output_files", "unique_names", "write_batch"]
+__all__ = ["BatchResult", "ClassScore", "ImageRecord", "MethodRecord", "TargetRecord", "explain_batch",
+           "explain_images", "map_statistics", "output_files", "unique_names", "write_batch"]
 
 
 @dataclass(frozen=True)
@@ -43,20 +44,44 @@ class ClassScore:
 
 
 @dataclass(frozen=True)
-class MethodRecord:
-    """One method's result for one image: the explained class, the sign convention, statistics of the raw map,
-    the method's time per image in its batch, and the overlay's path once written."""
+class TargetRecord:
+    """One explained class of one image: the class with its probability, statistics of its raw map and the
+    overlay's path once written."""
 
-    method: str
     target: ClassScore
-    signed: bool
     stats: dict[str, float | None]
-    seconds_per_image: float
     overlay: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target.to_dict(), "overlay": self.overlay, "stats": self.stats}
+
+
+@dataclass(frozen=True)
+class MethodRecord:
+    """One method's result for one image: every explained class (:class:`TargetRecord`, the first one also as
+    ``target``, ``stats`` and ``overlay``), the sign convention and the method's time per image in its batch."""
+
+    method: str
+    explained: tuple[TargetRecord, ...]
+    signed: bool
+    seconds_per_image: float
+
+    @property
+    def target(self) -> ClassScore:
+        return self.explained[0].target
+
+    @property
+    def stats(self) -> dict[str, float | None]:
+        return self.explained[0].stats
+
+    @property
+    def overlay(self) -> str | None:
+        return self.explained[0].overlay
+
+    def to_dict(self) -> dict[str, Any]:
         return {"target": self.target.to_dict(), "overlay": self.overlay, "signed": self.signed,
-                "stats": self.stats, "seconds_per_image": round(self.seconds_per_image, 6)}
+                "stats": self.stats, "seconds_per_image": round(self.seconds_per_image, 6),
+                "explained": [t.to_dict() for t in self.explained]}
 
 
 @dataclass(frozen=True)
@@ -106,17 +131,19 @@ def map_statistics(raw: Tensor) -> dict[str, float | None]:
 
 
 def explain_batch(model: nn.Module, x: Tensor, methods: Sequence[str], *, target: Any = None,
-                  method_params: Mapping[str, Mapping[str, Any]] | None = None, display: Sequence[Image.Image] = (),
-                  names: Sequence[str] | None = None, files: Sequence[str | None] | None = None,
-                  labels: Sequence[str | None] | None = None, group: str | None = None) -> BatchResult:
+                  top_k: int | None = None, method_params: Mapping[str, Mapping[str, Any]] | None = None,
+                  display: Sequence[Image.Image] = (), names: Sequence[str] | None = None,
+                  files: Sequence[str | None] | None = None, labels: Sequence[str | None] | None = None,
+                  group: str | None = None) -> BatchResult:
     """Explain the normalised batch ``x`` with every method and collect one :class:`ImageRecord` per image.
 
     Args:
         model: a supported ViT on the device of ``x``.
         x: ``(B, C, H, W)`` normalised images.
         methods: registered method names.
-        target: as for :class:`~xvit.Explainer` (None explains each image's predicted class); only the first
-            explained class of each image goes into the records.
+        target: as for :class:`~xvit.Explainer` (None explains each image's predicted class; class indices or
+            names, per image or for all); every explained class of each image goes into the records.
+        top_k: explain each image's ``top_k`` most probable classes instead of ``target``.
         method_params: ``{method: {param: value}}``.
         display, names, files, labels, group: what the records show about each image.
     """
@@ -126,7 +153,7 @@ def explain_batch(model: nn.Module, x: Tensor, methods: Sequence[str], *, target
     for method in methods:
         start = time.perf_counter()
         with Explainer(model, method, **dict(method_params.get(method, {}))) as explainer:
-            explanations[method] = explainer(x, target)
+            explanations[method] = explainer(x, target, top_k=top_k)
         seconds[method] = (time.perf_counter() - start) / x.shape[0]
     logits = next(iter(explanations.values())).logits.detach().float().cpu()
     probs = logits.softmax(-1)
@@ -142,37 +169,41 @@ def explain_batch(model: nn.Module, x: Tensor, methods: Sequence[str], *, target
     records = []
     for b in range(B):
         top = probs[b].topk(min(5, probs.shape[-1])).indices.tolist()
-        per_method = {m: MethodRecord(m, score(int(e.targets[b, 0]), b), e.signed, map_statistics(e.raw[b, 0]),
-                                      seconds[m]) for m, e in explanations.items()}
+        per_method = {m: MethodRecord(m, tuple(TargetRecord(score(int(c), b), map_statistics(e.raw[b, k]))
+                                               for k, c in enumerate(e.targets[b].tolist())), e.signed, seconds[m])
+                      for m, e in explanations.items()}
         records.append(ImageRecord(name=names[b], prediction=score(top[0], b), top5=tuple(score(c, b) for c in top),
                                    methods=per_method, file=files[b], label=labels[b], group=group))
     return BatchResult(records, list(display), explanations, class_names, labels=labels)
 
 
 def explain_images(model: nn.Module, images: Sequence[ImageSource], methods: Sequence[str], *, target: Any = None,
-                   batch_size: int = 8, method_params: Mapping[str, Mapping[str, Any]] | None = None,
+                   top_k: int | None = None, batch_size: int = 8,
+                   method_params: Mapping[str, Mapping[str, Any]] | None = None,
                    labels: Sequence[str | None] | None = None, group: str | None = None,
                    progress: bool | None = None) -> Iterator[BatchResult]:
     """Load (with the model's own preprocessing), predict and explain ``images`` batch by batch.
 
     ``images`` are paths or PIL images. Records are named after the files (made unique) or ``image_NNN``.
-    ``progress`` shows a bar on stderr (None: only for 8 or more maps).
+    ``target`` is as for :func:`explain_batch`; a list (or tensor) with one entry per image is split with the
+    batches. ``progress`` shows progress on stderr (:class:`~xvit.utils.progress.Progress`; None: only for 8 or more
+    maps).
     """
-    from tqdm import tqdm
-
     prep = preprocessing_for(model)
     param = next(model.parameters(), None)
     files = [str(p) if isinstance(p, (str, Path)) else None for p in images]
     names = unique_names(images, methods)
+    per_image = (isinstance(target, Tensor) and target.ndim >= 1 or isinstance(target, Sequence)
+                 and not isinstance(target, str)) and len(target) == len(images) and len(images) > batch_size
     total = len(images) * len(methods)
-    disable = (total < 8) if progress is None else not progress
-    with tqdm(total=total, unit="map", file=sys.stderr, disable=disable) as bar:
+    with Progress(total, desc="explain", unit="map", enabled=(total >= 8) if progress is None else progress) as bar:
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
             x, display = load_images(list(images[start:stop]), prep)
             if param is not None:
                 x = x.to(device=param.device, dtype=param.dtype)
-            result = explain_batch(model, x, methods, target=target, method_params=method_params, display=display,
+            result = explain_batch(model, x, methods, target=target[start:stop] if per_image else target,
+                                   top_k=top_k, method_params=method_params, display=display,
                                    names=names[start:stop], files=files[start:stop],
                                    labels=None if labels is None else labels[start:stop], group=group)
             bar.update(len(display) * len(methods))
@@ -183,10 +214,12 @@ GRID_NAME = re.compile(r"grid(_\d+)?")
 """Names of the comparison grids :func:`write_batch` writes (``grid.png``, ``grid_NNN.png``)."""
 
 
-def output_files(name: str, methods: Sequence[str]) -> list[str]:
+def output_files(name: str, methods: Sequence[str], targets: int = 1) -> list[str]:
     """The files :func:`write_batch` writes for an image named ``name``: its display image and one overlay per
-    method."""
-    return [f"{name}.png", *(f"{name}_{m}.png" for m in methods)]
+    method and explained class (``NAME_METHOD.png`` for one class, ``NAME_METHOD_1.png``, ``NAME_METHOD_2.png``,
+    ... in target order for several)."""
+    suffixes = [""] if targets == 1 else [f"_{k + 1}" for k in range(targets)]
+    return [f"{name}.png", *(f"{name}_{m}{s}.png" for m in methods for s in suffixes)]
 
 
 def unique_names(images: Sequence[ImageSource], methods: Sequence[str] = ()) -> list[str]:
@@ -212,12 +245,18 @@ def write_batch(result: BatchResult, out: str | Path, *, prefix: str = "", grid_
     overlays = {m: e.overlay(result.display) for m, e in result.explanations.items()}
     records = []
     for b, rec in enumerate(result.records):
-        image, *overlay_files = (prefix + f for f in output_files(rec.name, list(rec.methods)))
+        k = len(next(iter(rec.methods.values())).explained)
+        image, *overlay_files = (prefix + f for f in output_files(rec.name, list(rec.methods), k))
         result.display[b].save(out / image)
+        files = iter(overlay_files)
         methods = {}
-        for (m, mrec), path in zip(rec.methods.items(), overlay_files, strict=True):
-            overlays[m][b][0].save(out / path)
-            methods[m] = replace(mrec, overlay=path)
+        for m, mrec in rec.methods.items():
+            explained = []
+            for j, trec in enumerate(mrec.explained):
+                path = next(files)
+                Image.fromarray(np.asarray(overlays[m][b][j])).save(out / path)  # uint8 (H, W, 3)
+                explained.append(replace(trec, overlay=path))
+            methods[m] = replace(mrec, explained=tuple(explained))
         records.append(replace(rec, image=image, methods=methods))
     grid = f"{prefix}{grid_name}"
     known = result.labels if result.labels and None not in result.labels else None

@@ -96,11 +96,13 @@ def test_explain_user_errors_exit_2_with_one_line(workspace, capsys, args, messa
     assert message in _error_line(capsys)
 
 
-def test_missing_image_and_bad_target_syntax_exit_2(workspace, capsys):
+def test_missing_image_and_unknown_class_name_exit_2(workspace, capsys):
     assert main(["explain", str(workspace / "nope.png"), "--model", str(workspace / "ckpt")]) == 2
     assert "nope.png' does not exist" in _error_line(capsys)
-    assert main(["explain", str(workspace / "a.png"), "--target", "cat"]) == 2
-    assert "expected 'pred' or a class index" in _error_line(capsys)
+    assert main(["explain", str(workspace / "a.png"), "--model", str(workspace / "ckpt"), "--target", "squar",
+                 "--out", str(workspace / "bad")]) == 2
+    assert "--target: Unknown class name 'squar'. Did you mean 'square'" in _error_line(capsys)
+    assert not (workspace / "bad").exists()
 
 
 def test_missing_default_model_is_explained(workspace, capsys, monkeypatch):

@@ -35,10 +35,13 @@ def positive_int(s: str) -> int:
 
 
 def add_model_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--model SPEC``: every form of :data:`xvit.models.SPEC_FORMS` (the one model-spec grammar)."""
+    from xvit.models import SPEC_FORMS
+
     default = DEFAULT_MODEL if default is None else default
     p.add_argument("--model", default=default,
-                   help=f"bundled model name, DIR, timm:NAME, hf:ID, xvit-random:PRESET or timm-random:NAME "
-                        f"(default: {default}; see 'xvit models')")
+                   help=f"model spec: {', '.join(form for form, _ in SPEC_FORMS)} (default: {default}; see "
+                        "'xvit models')")
 
 
 def add_run_arguments(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
@@ -47,10 +50,31 @@ def add_run_arguments(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
     p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda (default: cpu)")
 
 
-def add_param_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="a method parameter, e.g. rollout.head_fusion=max or integrated_gradients.n_steps=16 "
-                        "(repeatable)")
+def add_param_argument(p: argparse.ArgumentParser, deprecated: Sequence[str] = (), owner: str = "method") -> None:
+    """``--param METHOD.KEY=VALUE`` (repeatable), the one parameter option of every command that runs methods (or,
+    with ``owner="analysis"``, analyses); ``deprecated`` spellings are accepted, hidden from the help, and noted by
+    :func:`method_params_of`."""
+    examples = ("rollout.head_fusion=max or integrated_gradients.n_steps=16" if owner == "method" else
+                "guide.beta=2 or erf.probes=16")
+    p.add_argument("--param", action="append", default=[], metavar=f"{owner.upper()}.KEY=VALUE",
+                   help=f"a{'n' if owner[0] in 'aeiou' else ''} {owner} parameter, e.g. {examples} (repeatable)")
+    for flag in deprecated:
+        p.add_argument(flag, dest="deprecated_param", action="append", default=[], help=argparse.SUPPRESS)
+    if deprecated:
+        p.set_defaults(deprecated_flags=list(deprecated))
+
+
+def method_params_of(args: argparse.Namespace, example: str = "rollout.head_fusion=max") -> dict[str, dict[str, Any]]:
+    """The ``--param`` values of ``args`` as ``{METHOD: {KEY: value}}``, those given with a deprecated spelling
+    (see :func:`deprecation_note`) included."""
+    return parse_params([*args.param, *getattr(args, "deprecated_param", [])], "--param", example)
+
+
+def deprecation_note(args: argparse.Namespace) -> str | None:
+    """The note a command prints after its work when a deprecated ``--param`` spelling was used, else None."""
+    if not getattr(args, "deprecated_param", []):
+        return None
+    return f"{' / '.join(args.deprecated_flags)} is deprecated; use --param METHOD.KEY=VALUE"
 
 
 def check_methods(names: Sequence[str]) -> list[str]:
@@ -158,4 +182,4 @@ def check_method_params(params: dict[str, dict[str, Any]], methods: Sequence[str
     try:
         validate_method_params(params, methods)
     except (TypeError, ValueError) as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(f"--param: {e}") from None

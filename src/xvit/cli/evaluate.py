@@ -11,8 +11,11 @@ from xvit.cli._engines import add_engine_arguments, engine_from_args
 from xvit.cli.common import (
     UsageError,
     add_model_argument,
+    add_param_argument,
+    deprecation_note,
     device,
     load_model,
+    method_params_of,
     output_dir,
     parse_params,
     positive_int,
@@ -34,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "manifest.json, or gtsegs_ijcv.mat (see xvit.data.data_sources())")
     parser.add_argument("--methods", "--method", dest="methods", nargs="+", metavar="M", default=list(DEFAULT_METHODS),
                         help=f"methods to evaluate (default: {' '.join(DEFAULT_METHODS)}; see 'xvit methods')")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="leave out the chance baseline row (method 'random', a seeded random map), which is "
+                             "otherwise added to the methods")
     optional = [name for name, info in metrics().items() if not info["default"]]
     parser.add_argument("--metrics", "--metric", dest="metrics", nargs="+", metavar="NAME", default=None,
                         help=f"metrics (default: all but {', '.join(optional)}): {', '.join(metrics())}")
@@ -50,9 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--randomization-images", type=positive_int, default=16,
                         help="images of the randomisation test, the first ones (default: 16)")
     parser.add_argument("--max-images", type=positive_int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--param", "--method-param", dest="method_param", action="append", default=[],
-                        metavar="METHOD.KEY=VALUE",
-                        help="a method parameter, e.g. integrated_gradients.n_steps=16 (repeatable)")
+    add_param_argument(parser, deprecated=["--method-param"])
     parser.add_argument("--metric-param", action="append", default=[], metavar="METRIC.KEY=VALUE",
                         help="a metric parameter, e.g. pointing_game.tol=5 or deletion_insertion.preset=tis "
                              "(repeatable)")
@@ -64,10 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace) -> RunSpec:
     """The run's spec from the options, checked before any model or data is opened."""
-    method_params = parse_params(args.method_param, "--param", "integrated_gradients.n_steps=16")
+    method_params = method_params_of(args, "integrated_gradients.n_steps=16")
     metric_params = parse_params(args.metric_param, "--metric-param", "pointing_game.tol=5")
     try:
-        return RunSpec(data=args.data, model=args.model, methods=tuple(args.methods),
+        return RunSpec(data=args.data, model=args.model,
+                       methods=(*args.methods, "random") if args.baseline else tuple(args.methods),
                        metrics=None if args.metrics is None else tuple(args.metrics), method_params=method_params,
                        metric_params=metric_params, batch_size=args.batch_size, class_explained=args.class_explained,
                        seed=args.seed, steps=args.steps, forward_batch_size=args.forward_batch_size,
@@ -84,7 +89,9 @@ def _command(args: argparse.Namespace, spec: RunSpec) -> str:
              "--forward-batch-size", str(args.forward_batch_size), "--device", args.device]
     if args.max_images is not None:
         parts += ["--max-images", str(args.max_images)]
-    for p in args.method_param:
+    if not args.baseline:
+        parts += ["--no-baseline"]
+    for p in [*args.param, *args.deprecated_param]:
         parts += ["--param", p]
     for p in args.metric_param:
         parts += ["--metric-param", p]
@@ -118,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
               "resume.", file=sys.stderr)
         raise
     print(result.to_markdown().split("\n## ")[0].rstrip())
-    for note in dict.fromkeys(result.notes):
-        print(f"note: {note}", file=sys.stderr)
+    for note in dict.fromkeys([*result.notes, deprecation_note(args)]):
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
     print(f"Wrote per_image.csv, summary.md, summary.json, curves/ and provenance.json to {args.out}")
     return 0
 

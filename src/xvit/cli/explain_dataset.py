@@ -12,6 +12,7 @@ from xvit.cli.common import (
     UsageError,
     add_model_argument,
     add_param_argument,
+    check_method_params,
     check_methods,
     device,
     load_model,
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir(args.out)
     methods = check_methods(args.methods)
     params = parse_params(args.param)
+    check_method_params(params, methods)
     try:
         import_pyarrow()
     except ImportError as e:

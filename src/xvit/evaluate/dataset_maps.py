@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from xvit.data.sources import EvalDataset, load_dataset
 from xvit.evaluate.engines import Engine, LocalEngine
 from xvit.models import load_model, preprocessing_for
 from xvit.pipeline import explain_batch
 from xvit.utils.jsonable import jsonable
+from xvit.utils.progress import Progress
 from xvit.version import __version__
 
 __all__ = ["MapRecord", "MapsReader", "MapsWorker", "explain_dataset", "load_maps"]
@@ -116,10 +115,12 @@ class MapsWorker:
                 cols[f"{m}/{key}"] = [r.methods[m].stats[key] for r in result.records]
             cols[f"{m}/seconds_per_image"] = [r.methods[m].seconds_per_image for r in result.records]
             if self.overlays:
+                from xvit.viz import overlay_explanation
+
                 folder = Path(self.out_dir) / "overlays"
                 folder.mkdir(parents=True, exist_ok=True)
                 paths = []
-                for b, images in enumerate(explanation.overlay(display)):
+                for b, images in enumerate(overlay_explanation(explanation, display)):
                     path = f"overlays/{batch.indices[b]:07d}_{m}.png"
                     images[0].save(Path(self.out_dir) / path)
                     paths.append(path)
@@ -179,7 +180,7 @@ def explain_dataset(model: str, data: str, methods: Sequence[str], out_dir: str 
         seed: ``torch.manual_seed`` before each chunk (for methods that draw random numbers).
         engine: where chunks run (default: this process).
         opened_model: the model of ``model``, already opened, for the local engine (saves loading it twice).
-        progress: show a progress bar on stderr.
+        progress: show progress on stderr (a bar on a terminal, else a status line every 10 s).
 
     Returns:
         The path of ``maps.parquet``.
@@ -203,8 +204,7 @@ def explain_dataset(model: str, data: str, methods: Sequence[str], out_dir: str 
     tasks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     schema = _schema(methods, overlays, map_dtype)
     path, tmp = out / MAPS_FILE, out / f"{MAPS_FILE}.tmp"
-    bar = tqdm(total=n * len(methods), unit="map", desc="explain-dataset", file=sys.stderr, dynamic_ncols=True,
-               disable=not progress)
+    bar = Progress(n * len(methods), unit="map", desc="explain-dataset", enabled=progress)
     try:
         with engine, pq.ParquetWriter(tmp, schema) as writer:
             for cols in engine.map_unordered(MapsWorker, args, tasks, local_worker=local):

@@ -32,13 +32,11 @@ only those above it:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from xvit.data.sources import EvalDataset
 from xvit.evaluate.base import MetricResult, NotApplicable
@@ -49,6 +47,7 @@ from xvit.evaluate.plan import Plan, prepare
 from xvit.evaluate.provenance import provenance
 from xvit.evaluate.spec import DEFAULT_METHODS, RunSpec
 from xvit.evaluate.state import fingerprint, open_state_dir, saved_units, write_state
+from xvit.utils.progress import Progress
 
 __all__ = ["EvaluationResult", "evaluate", "evaluate_spec", "execute"]
 
@@ -87,7 +86,7 @@ def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
         randomization_images: images of the randomisation test (the first ones).
         max_images: evaluate only the first images of ``data``.
         resume: reuse finished chunks saved in ``out_dir/state`` by an earlier run with the same settings.
-        progress: show a tqdm progress bar on stderr.
+        progress: show progress on stderr (a bar on a terminal, else a status line every 10 s).
         command: the command line to record in the provenance.
 
     Returns:
@@ -140,8 +139,8 @@ def execute(plan: Plan, out_dir: str | os.PathLike | None = None, *, resume: boo
     todo = [(start, stop, [m for m in methods if (m, start) not in units]) for start, stop in chunks]
     todo = [task for task in todo if task[2]]
     wall: dict[str, float] = {m: 0.0 for m in methods}
-    bar = tqdm(total=n * len(methods), initial=sum(units[k]["stop"] - units[k]["start"] for k in units), unit="img",
-               desc="evaluate", file=sys.stderr, dynamic_ncols=True, disable=not progress)
+    bar = Progress(n * len(methods), initial=sum(units[k]["stop"] - units[k]["start"] for k in units), unit="img",
+                   desc="evaluate", enabled=progress)
     args = (plan.spec.to_dict(), dict(plan.fingerprints), str(plan.device))
     try:
         with engine:
@@ -152,7 +151,7 @@ def execute(plan: Plan, out_dir: str | os.PathLike | None = None, *, resume: boo
                     units[(m, unit["start"])] = unit
                     if state_dir is not None:
                         write_state(state_dir, unit)
-                    bar.set_postfix_str(m, refresh=False)
+                    bar.set_postfix(m)
                     bar.update(unit["stop"] - unit["start"])
             described = engine.describe()
     finally:

@@ -23,12 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xvit.adapters import get_adapter
-from xvit.adapters.base import ViTAdapter, select_tokens
+from xvit.adapters.base import ViTAdapter
 from xvit.perturb.masks import Masks, as_masks
 from xvit.perturb.substrates import Substrate, get_substrate
 from xvit.utils.logits import unwrap_logits
+from xvit.utils.progress import Progress
 
-__all__ = ["READOUTS", "score"]
+__all__ = ["PROGRESS_ROWS", "READOUTS", "score"]
+
+PROGRESS_ROWS = 500  # masked forwards (image x mask rows) from which a score() call reports progress by itself
+PROGRESS_DELAY = 10.0  # seconds a call runs before that progress shows (short calls stay silent)
 
 # Logits of ``n`` perturbed rows and the index of each row's image -> per-class scores ``(n, classes)``.
 Readout = Callable[[Tensor, Tensor], Tensor]
@@ -43,7 +47,7 @@ READOUTS: dict[str, Readout] = {
 @torch.no_grad()
 def score(model: Any, x: Tensor, masks: Tensor | Masks, targets: Tensor, *, space: str = "pixel",
           substrate: str | Substrate | Tensor = "mean", readout: str | Readout = "softmax", batch_size: int = 64,
-          at_block: int = 0) -> Tensor:
+          at_block: int = 0, progress: bool | None = None) -> Tensor:
     """Scores of ``targets`` for every image under every mask.
 
     Args:
@@ -62,6 +66,9 @@ def score(model: Any, x: Tensor, masks: Tensor | Masks, targets: Tensor, *, spac
             the index ``(n,)`` of each row's image to per-class scores ``(n, classes)``.
         batch_size: rows per forward pass (the memory bound).
         at_block: token space only: remove tokens at the input of this block (0: after the position embedding).
+        progress: report progress on stderr (:class:`~xvit.utils.progress.Progress`): True always, False never,
+            None for :data:`PROGRESS_ROWS` or more rows once the call has run :data:`PROGRESS_DELAY` seconds, unless
+            an outer progress (e.g. ``xvit evaluate``'s) is showing.
 
     Returns:
         ``(B, M, K)`` scores (float32 for the named read-outs).
@@ -86,13 +93,17 @@ def score(model: Any, x: Tensor, masks: Tensor | Masks, targets: Tensor, *, spac
         raise ValueError(f"space must be 'pixel' or 'token'; got {space!r}.")
     b, m, k = x.shape[0], masks.num_masks, targets.shape[1]
     out: Tensor | None = None
-    for rows, logits in chunks:
-        if out is None:
-            _check_classes(targets, logits.shape[1])
-        scores = read(logits, rows // m).gather(1, targets[rows // m])
-        if out is None:
-            out = scores.new_empty(b * m, k)
-        out[rows] = scores
+    auto = progress is None
+    with Progress(b * m, desc="masked forwards", unit="input", delay=PROGRESS_DELAY if auto else 0.0,
+                  enabled=(None if b * m >= PROGRESS_ROWS else False) if auto else progress) as bar:
+        for rows, logits in chunks:
+            if out is None:
+                _check_classes(targets, logits.shape[1])
+            scores = read(logits, rows // m).gather(1, targets[rows // m])
+            if out is None:
+                out = scores.new_empty(b * m, k)
+            out[rows] = scores
+            bar.update(len(rows))
     return (out if out is not None else x.new_empty(0, k)).view(b, m, k)
 
 
@@ -128,8 +139,7 @@ def _token_chunks(adapter: ViTAdapter, x: Tensor, masks: Masks, at_block: int,
         for rows in (counts == count).nonzero()[:, 0].split(batch_size):
             image, index = rows // m, rows % m
             keep = masks.rows(image, index).to(x.device).flatten(1)
-            yield rows, unwrap_logits(adapter.forward_from(select_tokens(tokens[image], keep, layout.num_prefix),
-                                                           at_block))
+            yield rows, unwrap_logits(adapter.forward_selected(tokens[image], keep, layout.num_prefix, at_block))
 
 
 def _readout(readout: str | Readout) -> Readout:

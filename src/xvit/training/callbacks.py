@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from tqdm import tqdm
 
 from xvit.training.config import TrainConfig
+from xvit.utils.progress import Progress
 
 __all__ = ["Callback", "ProgressBar", "ConsoleLog", "JsonlLog"]
 
@@ -27,7 +27,8 @@ class Callback:
 
     def on_train_start(self, model: nn.Module, config: TrainConfig, info: dict[str, Any]) -> None:
         """Before the first epoch; ``info`` holds ``classes``, ``num_params``, ``steps_per_epoch``,
-        ``first_epoch`` (above 1 when a run resumes) and ``history`` (the records of the epochs already done)."""
+        ``first_epoch`` (above 1 when a run resumes), ``history`` (the records of the epochs already done) and
+        ``val_images``/``val_labels`` (the uint8 validation split)."""
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         """Before the epoch's first step."""
@@ -45,24 +46,36 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch on stderr with the running loss and accuracy."""
+    """Progress of each epoch on stderr with the running loss and accuracy: a bar on a terminal, otherwise a status
+    line (steps, rate, ETA) at most every ``interval`` seconds and at least that often while a step runs
+    (:class:`~xvit.utils.progress.Progress`)."""
 
-    def __init__(self) -> None:
-        self._bar: tqdm | None = None
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._bar: Progress | None = None
         self._epochs = self._steps = 0
 
     def on_train_start(self, model: nn.Module, config: TrainConfig, info: dict[str, Any]) -> None:
         self._epochs, self._steps = config.epochs, info["steps_per_epoch"]
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
-        self._bar = tqdm(total=self._steps, desc=f"epoch {epoch}/{self._epochs}", leave=False, file=sys.stderr)
+        self._bar = Progress(self._steps, desc=f"epoch {epoch}/{self._epochs}", unit="step", interval=self.interval,
+                             leave=False)  # ConsoleLog prints each finished epoch
 
     def on_step_end(self, step: int, model: nn.Module, logs: dict[str, Any]) -> None:
-        self._bar.update(1)
-        self._bar.set_postfix_str(f"loss {logs['loss']:.4f} acc {logs['acc']:.3f}")
+        if self._bar is not None:
+            self._bar.set_postfix(f"loss {logs['loss']:.4f} acc {logs['acc']:.3f}")
+            self._bar.update(1)
 
     def on_epoch_end(self, epoch: int, model: nn.Module, logs: dict[str, Any]) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_train_end(self, model: nn.Module, summary: dict[str, Any]) -> None:
+        if self._bar is not None:  # an epoch that ended early
+            self._bar.close()
+            self._bar = None
 
 
 class ConsoleLog(Callback):
