@@ -123,7 +123,7 @@ def test_memory_is_released_over_many_calls(models, batch):
 
 def test_methods_registry_describes_every_method():
     info = xvit.methods()
-    assert len(info) == 23
+    assert len(info) == 24
     for name, d in info.items():
         assert d["citation"] and d["passes"] and isinstance(d["params"], dict), name
     assert info["rollout"]["params"] == {"head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 0}

@@ -79,3 +79,34 @@ def test_shape_errors_name_the_fix():
         Perturbation(mean=HALF, std=HALF).update(first_row_model, X, torch.zeros(1, 2, 2), LABEL0)
     with pytest.raises(ValueError, match="channels"):
         Perturbation(mean=(0.5,), std=(0.5,)).update(first_row_model, X, MAP, LABEL0)
+
+
+def test_mean_substrate_fills_the_mean_colour():
+    # 0 in normalised space: the first row keeps mean 0.25 > 0.1 after three removed pixels and falls at four.
+    r = perturbation_curve(first_row_model, X, MAP, LABEL0, mean=HALF, std=HALF, substrate="mean")
+    assert r.curves.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0, 0, 0]]
+    assert r.value == pytest.approx(25.0)  # 100 * (0.1 + 0.1 + 0.1 * 0.5)
+    assert r.summary["substrate"] == "mean"
+
+
+def test_blur_substrate_fills_the_blurred_image():
+    from xvit.perturb import Blur
+
+    seen = []
+
+    def model(x):
+        seen.append(x)
+        return first_row_model(x)
+
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    r = perturbation_curve(model, x, MAP, LABEL0, mean=HALF, std=HALF, substrate="blur", fractions=(0.1,))
+    blurred = Blur(11, 5.0, kernel="folded", padding="zeros").image(x)
+    perturbed = torch.cat(seen)[1]
+    torch.testing.assert_close(perturbed[:, 0, 0], blurred[0, :, 0, 0])  # the removed pixel
+    torch.testing.assert_close(perturbed[:, 1:], x[0, :, 1:])  # the rest untouched
+    assert r.summary["substrate"] == "blur"
+
+
+def test_unknown_substrate_lists_the_choices():
+    with pytest.raises(ValueError, match="black.*mean.*blur"):
+        Perturbation(mean=HALF, std=HALF, substrate="noise")

@@ -62,16 +62,18 @@ def test_cli_writes_scores_summary_curves_and_provenance(ckpt, tmp_path, capsys)
     assert code == 0, capsys.readouterr().err
     stdout = capsys.readouterr().out
     assert "| rollout |" in stdout and "| attnlrp |" in stdout
+    table = [line for line in stdout.splitlines() if line.startswith("| ")]
+    assert table[-1].startswith("| random (chance) |")  # the chance baseline closes the table
 
     rows = _read_csv(out / "per_image.csv")
-    assert len(rows) == 16 and {r["method"] for r in rows} == {"rollout", "attnlrp"}
+    assert len(rows) == 24 and {r["method"] for r in rows} == {"rollout", "attnlrp", "random"}
     assert set(ALL_COLUMNS[:-1]) | {"cost_seconds", "image_id", "label", "predicted", "explained"} <= set(rows[0])
 
     summary = json.loads((out / "summary.json").read_text())
     by = {(r["method"], r["column"]): r for r in summary["rows"]}
-    assert set(by) == {(m, c) for m in ("rollout", "attnlrp") for c in ALL_COLUMNS}
+    assert set(by) == {(m, c) for m in ("rollout", "attnlrp", "random") for c in ALL_COLUMNS}
     for (method, column), row in by.items():
-        skipped = column == "class_sensitivity" or (column, method) == ("conservation", "rollout")
+        skipped = column == "class_sensitivity" or (column == "conservation" and method != "attnlrp")
         assert row["status"] == ("skipped" if skipped else "ok"), (method, column, row["note"])
         if skipped:
             continue
@@ -104,7 +106,7 @@ def test_cli_writes_scores_summary_curves_and_provenance(ckpt, tmp_path, capsys)
     assert prov["data"]["image_ids"] == [f"shapes:single:test:{i}" for i in range(8)]
     assert prov["methods"]["attnlrp"] == {"conv_gamma": 0.0, "linear_gamma": 0.0}
     assert prov["options"]["deletion_insertion_steps"] == 8 and prov["seeds"]["explanations"] == 0
-    assert set(prov["wall_clock_seconds"]) == {"rollout", "attnlrp"}
+    assert set(prov["wall_clock_seconds"]) == {"rollout", "attnlrp", "random"}
     assert prov["command"].startswith("xvit evaluate --model") and "--steps 8" in prov["command"]
 
 
@@ -139,14 +141,14 @@ def test_marker_share_audit_through_the_cli(ckpt, model, tmp_path, capsys):
                  "marker_share", "--out", str(out), "--batch-size", "2", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     stdout = capsys.readouterr().out
-    assert "| method | marker_share |" in stdout and "| rollout |" in stdout
+    assert "| method | marker_share share [0-1] |" in stdout and "| rollout |" in stdout
 
     data = xvit.evaluate.load_dataset(spec, size=(32, 32))
     batch = data.load(range(4), xvit.models.preprocessing_for(model))
     assert batch.marker_masks.flatten(1).any(1).tolist() == [True, True, False, True]
     exp = xvit.explain(model, batch.x, "rollout")  # the predicted class, as the runner explains by default
     ref = xvit.evaluate.marker_share(exp.maps[:, 0], batch.marker_masks, exp.targets[:, 0])
-    rows = _read_csv(out / "per_image.csv")
+    rows = [r for r in _read_csv(out / "per_image.csv") if r["method"] == "rollout"]
     assert [r["marker_share"] for r in rows][2] == ""  # no marker: excluded
     got = [float(r["marker_share"]) for i, r in enumerate(rows) if i != 2]
     assert got == pytest.approx(ref.scores[[0, 1, 3]].tolist(), abs=1e-6)
@@ -198,11 +200,20 @@ def _comparable(out):
     return rows, summary
 
 
+def test_no_baseline_leaves_out_the_random_row(ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["evaluate", "--model", str(ckpt), "--data", "xvit-shapes:single:test:2", "--methods", "rollout",
+                 "--metrics", "segmentation", "--out", str(out), "--no-progress", "--no-baseline"]) == 0
+    assert "random" not in capsys.readouterr().out
+    assert {r["method"] for r in _read_csv(out / "per_image.csv")} == {"rollout"}
+    assert "--no-baseline" in json.loads((out / "provenance.json").read_text())["command"]
+
+
 def test_interrupted_runs_resume_and_equal_a_clean_run(ckpt, tmp_path, monkeypatch, capsys):
     args = ["evaluate", "--model", str(ckpt), "--data", "xvit-shapes:single:test:6", "--methods", "rollout",
             "attnlrp", "--metrics", "perturbation", "deletion_insertion", "segmentation", "randomization",
             "conservation", "cost", "--batch-size", "3", "--steps", "4", "--randomization-images", "4",
-            "--no-progress"]
+            "--no-progress", "--no-baseline"]
     clean, resumed = tmp_path / "clean", tmp_path / "resumed"
     assert main([*args, "--out", str(clean)]) == 0
 
@@ -365,8 +376,8 @@ def test_a_registered_metric_runs_with_its_columns_summary_and_plots(mask_share,
     batch = xvit.evaluate.load_dataset(spec, size=(32, 32)).load(range(4), xvit.models.preprocessing_for(model))
     maps = xvit.explain(model, batch.x, "rollout").maps[:, 0]
     expected = 2 * (maps * batch.masks).flatten(1).sum(1) / maps.flatten(1).sum(1)
-    assert [float(r["mask_share"]) for r in _read_csv(out / "per_image.csv")] == pytest.approx(expected.tolist(),
-                                                                                              abs=1e-6)
+    rows = [r for r in _read_csv(out / "per_image.csv") if r["method"] == "rollout"]
+    assert [float(r["mask_share"]) for r in rows] == pytest.approx(expected.tolist(), abs=1e-6)
     summary = json.loads((out / "summary.json").read_text())
     row = summary["rows"][0]
     assert (row["column"], row["status"], row["direction"]) == ("mask_share", "ok", "↑")

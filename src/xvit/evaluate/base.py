@@ -45,8 +45,8 @@ MetricClass = TypeVar("MetricClass", bound="type[Metric]")
 
 def metrics() -> dict[str, dict[str, Any]]:
     """Registered metrics: ``{name: info}`` with ``citation``, ``higher_is_better`` (per column where a metric
-    writes several), ``requirements`` of the data, ``columns``, ``params`` (defaults; ``required_params`` have
-    none), ``default`` (runs when no metrics are named) and the ``inputs`` of ``update``."""
+    writes several), ``requirements`` of the data, ``columns`` and their ``units``, ``params`` (defaults;
+    ``required_params`` have none), ``default`` (runs when no metrics are named) and the ``inputs`` of ``update``."""
     out = {}
     for name in METRICS:
         cls = METRICS.get(name)
@@ -56,6 +56,7 @@ def metrics() -> dict[str, dict[str, Any]]:
                      "higher_is_better": cols[0].higher_is_better if len(cols) == 1
                      else {c.name: c.higher_is_better for c in cols},
                      "requirements": sorted(cls.requires), "columns": [c.name for c in cols],
+                     "units": {c.name: c.unit for c in cols},
                      "params": cls.default_params(),
                      "required_params": [p.name for p in init if p.kind is inspect.Parameter.KEYWORD_ONLY
                                          and p.default is inspect.Parameter.empty],
@@ -76,7 +77,7 @@ def register_metric(name: str, *, citation: str) -> Callable[[MetricClass], Metr
     def decorator(cls: MetricClass) -> MetricClass:
         cls.name = name
         cols = cls.__dict__.get("columns") or (Column(name, higher_is_better=cls.higher_is_better,
-                                                      display=cls.display),)
+                                                      display=cls.display, unit=cls.unit),)
         cls.columns = tuple(replace(c, metric=name) for c in cols)
         METRICS.add(name, cls, citation=citation)
         return cls
@@ -94,6 +95,10 @@ class Column:
         higher_is_better: direction, ``None`` where the ideal is a target value.
         display: ``MetricResult.summary`` keys shown as dataset-level numbers in ``summary.md``.
         per_image: name of the per-image table field, if not ``name``.
+        unit: the unit and range of the column's values, shown in table headers (``"[0-1]"``, ``"% [0-100]"``).
+        label: a short name of the per-image quantity, shown after ``name`` in table headers (``"mAP"``).
+        headline: ``(summary key, label)`` of a dataset-level number shown in its own table column before the
+            per-image mean, where that number separates methods better (the segmentation test's mIoU before mAP).
         metric: registry name of the metric (set on registration).
     """
 
@@ -102,6 +107,9 @@ class Column:
     higher_is_better: bool | None = None
     display: tuple[str, ...] = ()
     per_image: str | None = None
+    unit: str = ""
+    label: str = ""
+    headline: tuple[str, str] | None = None
     metric: str = ""
 
     @property
@@ -184,7 +192,8 @@ class Metric(Parameterized, abc.ABC):
 
     What the evaluation runner reads (class attributes and hooks; the defaults suit a metric of the maps):
 
-    * ``columns``: the :class:`Column` s it writes (default: one, named after the metric, with ``display``),
+    * ``columns``: the :class:`Column` s it writes (default: one, named after the metric, with ``display`` and
+      ``unit``),
     * ``requires``: what it needs of the data, keys of :data:`REQUIREMENTS`,
     * ``plots``: its curve figures; ``default``: whether it runs when no metrics are named,
     * ``run_params``: parameters :meth:`from_run` sets that the user may not,
@@ -199,6 +208,7 @@ class Metric(Parameterized, abc.ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     plots: ClassVar[tuple[Plot, ...]] = ()
     display: ClassVar[tuple[str, ...]] = ()
+    unit: ClassVar[str] = ""
     default: ClassVar[bool] = True
     run_params: ClassVar[frozenset[str]] = frozenset()
     probe_cost: ClassVar[bool] = False

@@ -59,6 +59,7 @@ class Conservation(Metric):
 
     higher_is_better = None  # ideal ratio is 1
     display = ("completeness_pass",)
+    unit = "ratio (IG: gap)"
     param_constraints = {
         "start": Options(("logit", "one")),
         "threshold": Interval(0, None),

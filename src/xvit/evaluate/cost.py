@@ -105,7 +105,7 @@ class ExplanationCost(Metric):
     higher_is_better = False
     param_constraints: dict[str, Any] = {}
     columns = (Column("cost", higher_is_better=False, display=("relative_to_forward", "peak_memory_bytes"),
-                      per_image="cost_seconds"),)
+                      per_image="cost_seconds", unit="ms/img"),)
     probe_cost = True
 
     def reset(self) -> None:

@@ -77,8 +77,8 @@ class DeletionInsertion(Metric):
     """
 
     higher_is_better = None  # set per mode
-    columns = (Column("deletion", {"mode": "deletion"}, higher_is_better=False),
-               Column("insertion", {"mode": "insertion"}, higher_is_better=True))
+    columns = (Column("deletion", {"mode": "deletion"}, higher_is_better=False, unit="AUC [0-1]"),
+               Column("insertion", {"mode": "insertion"}, higher_is_better=True, unit="AUC [0-1]"))
     plots = (Plot("deletion_insertion", ("deletion", "insertion"), "fraction of pixels changed",
                   "probability of the class"),)
     param_constraints = {

@@ -73,6 +73,7 @@ class PointingGame(Metric):
     higher_is_better = True
     requires = frozenset({"masks"})
     display = ("class_mean", "excluded")
+    unit = "hit rate [0-1]"
     param_constraints = {
         "tol": Interval(0, None),
         "max_overlap": Nullable(Interval(0, 1, closed="right")),
@@ -138,6 +139,7 @@ class EnergyPointingGame(Metric):
 
     higher_is_better = True
     requires = frozenset({"masks"})
+    unit = "share [0-1]"
     param_constraints = {
         "normalise": Options((True, False)),
         "max_overlap": Nullable(Interval(0, 1, closed="right")),
@@ -182,6 +184,7 @@ class ClassSensitivity(Metric):
 
     higher_is_better = True
     requires = frozenset({"pairs"})
+    unit = "share [0-1], chance 0.5"
     param_constraints = {"normalise": Options((True, False))}
 
     def __init__(self, *, normalise: bool = True) -> None:
@@ -242,6 +245,7 @@ class MarkerShare(Metric):
 
     higher_is_better = None
     requires = frozenset({"markers"})
+    unit = "share [0-1]"
     display = ("chance", "lift", "shortcut_share", "shortcut_ci95", "shortcut_n", "other_share", "other_ci95",
                "other_n")
     default = False  # an audit of xvit-shapes spurious data: runs only when named

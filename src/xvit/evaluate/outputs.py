@@ -21,7 +21,11 @@ from xvit.evaluate.base import Column, Metric, MetricResult, Plot, format_number
 from xvit.evaluate.plan import Plan
 from xvit.utils.jsonable import jsonable
 
-__all__ = ["EvaluationResult", "markdown", "per_image_rows", "skipped_row", "summary_row", "write_outputs"]
+__all__ = ["BASELINE", "EvaluationResult", "markdown", "per_image_rows", "skipped_row", "summary_row",
+           "write_outputs"]
+
+# The chance baseline (xvit.methods.random_map): its row closes every table, so readers see what chance scores.
+BASELINE = "random"
 
 
 @dataclass(frozen=True)
@@ -192,15 +196,40 @@ def _shown(key: str, v: Any) -> str:
     return format_number(v) if isinstance(v, float) else str(v)
 
 
+def _headline_cell(row: dict[str, Any], key: str) -> str:
+    return format_number(row["details"].get(key)) if row["status"] == "ok" else "n/a"
+
+
+def _table(methods: list[str], cols: list[str], by: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """The main table: per column its headline number (if it declares one) and the per-image mean, each headed by
+    name, direction and unit."""
+    headers, cells = [], []
+    for col in cols:
+        rows = [by[(m, col)] for m in methods]
+        column = _column(rows[0])
+        dirs = "/".join(sorted({r["direction"] for r in rows if r["direction"]}))
+        if column.headline is not None:
+            key, label = column.headline
+            headers.append(" ".join(p for p in (col, label, dirs, column.unit) if p))
+            cells.append([_headline_cell(r, key) for r in rows])
+        headers.append(" ".join(p for p in (col, column.label, dirs, column.unit) if p))
+        cells.append([_cell(r) for r in rows])
+    lines = ["| method | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
+    for i, m in enumerate(methods):
+        name = f"{m} (chance)" if m == BASELINE else m
+        lines.append(f"| {name} | " + " | ".join(c[i] for c in cells) + " |")
+    return lines
+
+
 def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[str, Any]) -> str:
-    """The content of ``summary.md``: the method × column table, dataset-level numbers, costs and notes."""
+    """The content of ``summary.md``: the method × column table (the ``random`` baseline last), dataset-level
+    numbers, costs and notes."""
     methods = list(dict.fromkeys(r["method"] for r in summary))
+    methods = [m for m in methods if m != BASELINE] + [m for m in methods if m == BASELINE]
     cols = list(dict.fromkeys(r["column"] for r in summary))
     by = {(r["method"], r["column"]): r for r in summary}
-
-    def header(col: str) -> str:
-        dirs = {by[(m, col)]["direction"] for m in methods if by[(m, col)]["direction"]}
-        return f"{col} {'/'.join(sorted(dirs))}".strip()
+    baseline = (f" The `{BASELINE}` row is the chance baseline: a seeded random map per image and class."
+                if BASELINE in methods else "")
 
     data = provenance.get("data", {})
     model = provenance.get("model", {})
@@ -209,12 +238,10 @@ def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[s
              f"Model `{model.get('spec') or model.get('class')}`, data `{data.get('spec')}` ({data.get('n')} images), "
              f"class explained: {opts.get('class_explained')}, seed {opts.get('seed')}, device "
              f"{provenance.get('device')}.", "",
-             "Mean ± half-width of the 95 % interval over images; ↑ higher is better, ↓ lower is better, "
-             "→1 ideal value 1.", "",
-             "| method | " + " | ".join(header(c) for c in cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(_cell(by[(m, c)]) for c in cols) + " |")
+             "Mean ± half-width of the 95 % interval over images (dataset-level numbers such as mIoU: one value); "
+             "↑ higher is better, ↓ lower is better, →1 ideal value 1; each header names the unit and the range "
+             f"[low-high] of the column.{baseline}", "",
+             *_table(methods, cols, by)]
     extras = []
     for m in methods:
         for c in cols:

@@ -27,7 +27,7 @@ from xvit.evaluate.base import (
 )
 from xvit.evaluate.inputs import MetricInput, RunContext
 from xvit.params import Interval, Options, Satisfies
-from xvit.perturb import Black, RankMasks, score
+from xvit.perturb import Black, Blur, MeanColour, RankMasks, Substrate, score
 
 __all__ = ["Perturbation", "perturbation_curve"]
 
@@ -46,11 +46,11 @@ class Perturbation(Metric):
     """Positive/negative perturbation test (Chefer et al. 2021, arXiv:2012.09838; evaluation.md §1).
 
     For each fraction ``p`` the ``int(p·H·W)`` pixels ranked highest by the map (``mode="positive"``) or
-    by ``−map`` (``"negative"``) are set to black in all channels (``(0 − mean)/std`` in normalised space)
-    and the image is classified. The curve is top-1 correctness against ``labels`` (and, if given, against
-    ``targets``) with the clean image at ``p = 0``; ``AUC = 100·trapz(y, x)`` with ``x = (0, fractions…)``.
-    Per-image AUCs average to the dataset AUC because the trapezoid is linear. Positive: lower is better;
-    negative: higher.
+    by ``−map`` (``"negative"``) are set to black in all channels (``(0 − mean)/std`` in normalised space; other
+    ``substrate`` s below) and the image is classified. The curve is top-1 correctness against ``labels`` (and,
+    if given, against ``targets``) with the clean image at ``p = 0``; ``AUC = 100·trapz(y, x)`` with
+    ``x = (0, fractions…)``. Per-image AUCs average to the dataset AUC because the trapezoid is linear. Positive:
+    lower is better; negative: higher.
 
     Cost: ``N·(len(fractions) + 1)`` forward passes.
 
@@ -59,6 +59,11 @@ class Perturbation(Metric):
         std: per-channel normalisation std of the checkpoint.
         mode: ``"positive"`` (remove most relevant first) or ``"negative"`` (least relevant first).
         fractions: increasing fractions of pixels removed; default ``(0.1, …, 0.9)``.
+        substrate: what a removed pixel becomes: ``"black"`` (Chefer et al.'s protocol), ``"mean"`` (0 in
+            normalised space, the data set's mean colour) or ``"blur"`` (``x`` blurred by RISE's 11×11 Gaussian,
+            σ = 5, zero padding; Petsiuk et al. 2018, arXiv:1806.07421). On images whose object is small and the
+            background plain (xvit-shapes), black pixels create new shapes and every curve drops to chance within a
+            few steps; a blurred or mean-colour fill removes information without drawing edges.
         batch_size: perturbed images per forward pass.
 
     ``compute()``: ``value`` = ``scores.mean()`` = AUC vs ``labels``; ``curves`` ``(N, S)`` 0/1 correctness;
@@ -67,8 +72,9 @@ class Perturbation(Metric):
 
     higher_is_better = None  # set per mode
     columns = (Column("perturbation_pos", {"mode": "positive"}, higher_is_better=False,
-                      display=("clean_accuracy", "auc_target")),
-               Column("perturbation_neg", {"mode": "negative"}, higher_is_better=True, display=("auc_target",)))
+                      display=("clean_accuracy", "auc_target"), unit="AUC [0-90]"),
+               Column("perturbation_neg", {"mode": "negative"}, higher_is_better=True, display=("auc_target",),
+                      unit="AUC [0-90]"))
     plots = (Plot("perturbation", ("perturbation_pos", "perturbation_neg"), "fraction of pixels removed",
                   "top-1 accuracy"),)
     param_constraints = {
@@ -76,12 +82,15 @@ class Perturbation(Metric):
         "std": CHANNEL_STD,
         "mode": Options(("positive", "negative")),
         "fractions": Satisfies(_is_fractions, "an increasing tuple of floats in (0, 1]"),
+        "substrate": Options(("black", "mean", "blur")),
         "batch_size": Interval(1, None, integer=True),
     }
 
     def __init__(self, *, mean: tuple[float, ...], std: tuple[float, ...], mode: str = "positive",
-                 fractions: tuple[float, ...] = _CHEFER_FRACTIONS, batch_size: int = 64) -> None:
-        super().__init__(mean=mean, std=std, mode=mode, fractions=fractions, batch_size=batch_size)
+                 fractions: tuple[float, ...] = _CHEFER_FRACTIONS, substrate: str = "black",
+                 batch_size: int = 64) -> None:
+        super().__init__(mean=mean, std=std, mode=mode, fractions=fractions, substrate=substrate,
+                         batch_size=batch_size)
 
     @classmethod
     def from_run(cls, context: RunContext, params: Mapping[str, Any]) -> Perturbation:
@@ -126,18 +135,24 @@ class Perturbation(Metric):
         maps = maps.to(x.device)
         states = RankMasks.from_scores(maps if self.mode == "positive" else -maps, counts)
         classes = torch.stack([c.to(x.device) for c in ([labels] if targets is None else [labels, targets])], 1)
-        correct = score(model, x, states, classes, substrate=Black(self.mean, self.std), readout="top1",
+        correct = score(model, x, states, classes, substrate=self._substrate(), readout="top1",
                         batch_size=self.batch_size)
         self._forward_passes += correct.shape[0] * correct.shape[1]
         self._append(correct=correct[..., 0])
         if targets is not None:
             self._append(correct_target=correct[..., 1])
 
+    def _substrate(self) -> Substrate:
+        if self.substrate == "blur":
+            return Blur(11, 5.0, kernel="folded", padding="zeros")
+        return MeanColour() if self.substrate == "mean" else Black(self.mean, self.std)
+
     def compute(self) -> MetricResult:
         xs = torch.tensor((0.0, *self.fractions))
         curves = self._cat("correct").cpu()
         scores = 100 * torch.trapezoid(curves, xs, dim=1)
-        summary = {"auc": float(scores.mean()), "clean_accuracy": float(curves[:, 0].mean())}
+        summary = {"auc": float(scores.mean()), "clean_accuracy": float(curves[:, 0].mean()),
+                   "substrate": self.substrate}
         per_image = {}
         if self._has("correct_target"):
             curves_target = self._cat("correct_target").cpu()

@@ -141,6 +141,7 @@ class Randomization(Metric):
     """
 
     higher_is_better = False
+    unit = "Spearman ρ [-1, 1]"
     plots = (Plot("randomization", ("randomization",), "units randomised (output → input)",
                   "Spearman similarity of |map|"),)
     run_params = frozenset({"explain_fn"})

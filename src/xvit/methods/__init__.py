@@ -10,6 +10,7 @@ from xvit.methods import (  # noqa: F401 (register)
     gradients,
     lrp,
     occlusion,
+    random_map,
     rcut,
     rise,
     tam,
