@@ -62,8 +62,10 @@ def test_half_bilinear_is_half_the_z_rule():
     torch.testing.assert_close(rb, expect_b)
 
 
-def test_chefer_conservative_rules_conserve_relevance_through_every_block():
-    model = make("xvit").double()
+@pytest.mark.parametrize("family", ["xvit", "xvit_svda"])
+def test_chefer_conservative_rules_conserve_relevance_through_every_block(family):
+    """On SVDA models too: its normalisers count as constants and its spectrum as a diagonal scaling."""
+    model = make(family).double()
     adapter = get_adapter(model)
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     for start in range(len(adapter.blocks())):

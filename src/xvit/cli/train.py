@@ -15,7 +15,7 @@ from xvit.training import TrainConfig, TrainConfigError, train
 
 # Boolean fields whose non-default value is written as a flag.
 _FLAGS = {"fresh_data": "--repeat-data", "flip": "--no-flip", "bf16": "--no-bf16", "progress": "--no-progress",
-          "resume": "--resume"}
+          "resume": "--resume", "track_indicators": "--track-indicators"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for the hold-out of labelled data)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar (default: a bar per epoch on stderr)")
+    parser.add_argument("--track-indicators", action="store_true",
+                        help="record SVDA's six indicators at step 0 and after every epoch on a fixed probe batch "
+                             "(indicators.csv and plots in --out; see docs/svda.md) (default: off)")
+    parser.add_argument("--track-probe-size", type=int, default=d.track_probe_size,
+                        help="validation images in the probe batch of --track-indicators (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --out from its last finished epoch (train_state.pt; "
                              "the options must be the same) (default: start afresh)")

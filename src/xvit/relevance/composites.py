@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xvit.models.svda import unit_rows
 from xvit.registry import Registry
 from xvit.relevance.rules import (
     AlphaBeta,
     AttentionHeadRule,
     BackwardMode,
+    ConstantUnitNorm,
     DetachedStdNorm,
     Gamma,
     HalfBilinear,
@@ -51,7 +53,8 @@ def _plain_clone(x: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class Composite:
-    """One rule per op kind. ``norm``, ``act`` and ``softmax``/``scale`` rules take ``(x, fn)``."""
+    """One rule per op kind. ``norm``, ``act`` and ``softmax``/``scale`` rules take ``(x, fn)``; ``unit`` is the
+    ℓ2 normalisation of SVDA's queries and keys (plain by default)."""
 
     name: str
     convention: str = "gradient"
@@ -66,6 +69,7 @@ class Composite:
     clone: Callable[[Tensor], tuple[Tensor, Tensor]] = _plain_clone
     mean: Callable[[Tensor], Tensor] = field(default=lambda x: x.mean(1))
     qkv: Callable[..., tuple[Tensor, Tensor, Tensor]] = field(default=lambda q, k, v: (q, k, v))
+    unit: Callable[[Tensor], Tensor] = unit_rows
     mode: BackwardMode | None = None  # relevance-convention composites: switch their backward to gradients
 
 
@@ -82,7 +86,8 @@ def gradient() -> Composite:
 def chefer2021(conservative: bool = True) -> Composite:
     """Chefer et al. 2021's relprop rules: ``conservative=True`` is ``layers_ours`` (Transformer
     Attribution: conservative αβ and re-scaled residual adds), ``False`` is ``layers_lrp`` (the paper's
-    LRP baselines: αβ parts normalised separately, plain z-rule adds)."""
+    LRP baselines: αβ parts normalised separately, plain z-rule adds). SVDA's ℓ2 normalisers pass relevance
+    through unchanged, like LayerNorm."""
     mode = BackwardMode()
     passthrough = PassThrough(mode)
     return Composite(
@@ -90,7 +95,7 @@ def chefer2021(conservative: bool = True) -> Composite:
         linear=AlphaBeta(mode, conservative), conv=ZBox(mode), norm=passthrough, act=passthrough,
         softmax=PassThrough(mode, "softmax"), scale=PassThrough(mode, "linear"), matmul=HalfBilinear(mode),
         add=ZAdd(mode, rescale=conservative),
-        clone=ZClone(mode), mean=ZMean(mode), mode=mode,
+        clone=ZClone(mode), mean=ZMean(mode), unit=lambda t: passthrough(t, unit_rows), mode=mode,
     )
 
 
@@ -98,7 +103,7 @@ def _lxt_style(name: str, attention: str, gelu: str, conv_gamma: float, linear_g
     act: Any = IdentityNonlinearity() if gelu == "identity" else _plain_act
     return Composite(name, convention="gradient", linear=Gamma(linear_gamma).linear,
                      conv=Gamma(conv_gamma).conv, norm=DetachedStdNorm(), act=act,
-                     qkv=AttentionHeadRule(attention))
+                     qkv=AttentionHeadRule(attention), unit=ConstantUnitNorm())
 
 
 @COMPOSITES.register("attnlrp")

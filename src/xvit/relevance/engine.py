@@ -28,7 +28,14 @@ def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor]) -> Te
     qkv = c.linear(c.norm(branch, p.norm1), p.qkv_weight, p.qkv_bias)
     q, k, v = qkv.reshape(B, T, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     q, k, v = c.qkv(q, k, v)
+    if p.spectrum is not None:
+        # SVDA (analysis-methods.md §2.1): ℓ2 normalisers by the composite's ``unit`` rule, the spectrum a
+        # linear diagonal scaling of the queries.
+        sigma = p.spectrum[:, None, :].to(q.dtype)
+        q, k = c.scale(c.unit(q), lambda t: t * sigma), c.unit(k)
     scores = c.scale(c.matmul(q, k.transpose(-2, -1)), lambda t: t * p.scale)
+    if p.logit_bias is not None:  # a constant term (WinfT window): relevance and gradients pass unchanged
+        scores = scores + p.logit_bias(B, T).to(scores.dtype)
     attn = c.softmax(scores, lambda t: t.softmax(-1))
     attn_out.append(attn)
     ctx = c.matmul(attn, v).transpose(1, 2).reshape(B, T, heads * head_dim)

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
+from xvit.models.svda import UNIT_EPS
+
 
 def safe_divide(a: Tensor, b: Tensor) -> Tensor:
     """``a / (b + 1e-9)`` where ``b != 0`` and 0 where ``b == 0``: the same positive shift for both signs,
@@ -370,6 +372,15 @@ class DetachedStdNorm:
         std = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps).detach()
         y = (x - mu) / std
         return y * norm.weight + norm.bias if norm.weight is not None else y
+
+
+class ConstantUnitNorm:
+    """SVDA's ℓ2 normalisation with the norm held constant, ``x / sg(‖x‖)``: like LayerNorm's σ under the LN-rule
+    (Ali et al. 2022; AttnLRP §3.3) it becomes a linear diagonal scaling, which passes relevance through unchanged
+    (analysis-methods.md §2.1)."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(UNIT_EPS).detach()
 
 
 class AttentionHeadRule:

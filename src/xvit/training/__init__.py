@@ -10,6 +10,8 @@ from xvit.training.card import write_model_card
 from xvit.training.config import TrainConfig, TrainConfigError
 from xvit.training.init import mimetic_init_, sincos_pos_embed
 from xvit.training.loop import train
+from xvit.training.svda_tracking import IndicatorTracking
 
 __all__ = ["TrainConfig", "TrainConfigError", "train", "Callback", "ProgressBar", "ConsoleLog", "JsonlLog",
-           "shapes_accuracy", "shapes_predictions", "mimetic_init_", "sincos_pos_embed", "write_model_card"]
+           "shapes_accuracy", "shapes_predictions", "mimetic_init_", "sincos_pos_embed", "write_model_card",
+           "IndicatorTracking"]

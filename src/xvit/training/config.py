@@ -44,7 +44,10 @@ class TrainConfig:
     against the config class. A model that defines ``regularization_loss()`` has it added to the training loss
     (e.g. SVDA's orthonormality penalty). With ``resume`` a run continues from the ``train_state.pt`` that every
     finished epoch writes to ``out`` (the same config is required), so an interrupted run loses at most one epoch.
-    ``command`` is the command line that started the run, recorded in the checkpoint.
+    ``track_indicators`` records SVDA's six indicators at step 0 and after every epoch on ``track_probe_size``
+    validation images (:class:`~xvit.training.svda_tracking.IndicatorTracking`: ``indicators.csv`` and plots in
+    ``out``; any ViT-compatible variant). ``command`` is the command line that started the run, recorded in the
+    checkpoint.
     """
 
     data: str = "xvit-shapes:single"
@@ -82,6 +85,8 @@ class TrainConfig:
     data_seed: int | None = None
     progress: bool = True
     resume: bool = False
+    track_indicators: bool = False
+    track_probe_size: int = 512
     command: str | None = None
 
     @property
@@ -94,7 +99,8 @@ class TrainConfig:
         """Raise :class:`TrainConfigError` for a run that cannot work, or
         :class:`~xvit.data.sources.DataSpecError` for a malformed or missing ``data`` spec, before any data is
         read; :func:`xvit.training.train` calls it first."""
-        for name in ("epochs", "batch_size", "img_size", "patch_size", "train_size", "val_size", "test_size"):
+        for name in ("epochs", "batch_size", "img_size", "patch_size", "train_size", "val_size", "test_size",
+                     "track_probe_size"):
             if getattr(self, name) < 1:
                 raise TrainConfigError(f"{name} must be positive; got {getattr(self, name)}.")
         for name in ("embed_dim", "depth", "num_heads", "mlp_ratio", "low_res_size"):
@@ -135,6 +141,12 @@ class TrainConfig:
         if "embed_dim" in sizes and "num_heads" in sizes and sizes["embed_dim"] % sizes["num_heads"]:
             raise TrainConfigError(f"embed_dim {sizes['embed_dim']} must be divisible by num_heads "
                                    f"{sizes['num_heads']}.")
+        try:
+            variant.config(self.preset, **self.model_args)
+        except (TypeError, ValueError) as e:
+            raise TrainConfigError(f"Invalid {self.arch} option in model_args: {e}") from None
+        if self.track_indicators and not variant.vit_compatible:
+            raise TrainConfigError(f"track_indicators needs a ViT-compatible variant; {self.arch!r} is not one.")
         if self.init not in INITS:
             raise TrainConfigError(f"init must be 'default' or 'mimetic'; got {self.init!r}.")
         if self.init == "mimetic" and not variant.vit_compatible:

@@ -34,6 +34,7 @@ from xvit.training.callbacks import Callback, ConsoleLog, JsonlLog, ProgressBar
 from xvit.training.config import TOKEN_COVERAGE, TrainConfig, TrainConfigError
 from xvit.training.data import training_data
 from xvit.training.init import mimetic_init_
+from xvit.training.svda_tracking import IndicatorTracking
 from xvit.utils.context import set_attributes
 
 __all__ = ["train"]
@@ -53,7 +54,8 @@ STATE_FILE = "train_state.pt"
 
 def _resumable(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields a resumed run must share with the run that wrote the state (not the bookkeeping)."""
-    return {k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "command", "out")}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in ("resume", "progress", "command", "out", "track_indicators", "track_probe_size")}
 
 
 def _save_state(path: Path, cfg: TrainConfig, model: nn.Module, token_head: nn.Module | None,
@@ -100,7 +102,9 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     token_head = nn.Linear(model.config.embed_dim, len(classes) + 1) if cfg.token_loss else None
     params = list(model.named_parameters()) + (list(token_head.named_parameters(prefix="token_head"))
                                                if token_head is not None else [])
-    decays = {n: p.ndim >= 2 and "token" not in n and "pos_embed" not in n for n, p in params}
+    # A variant lists further exempt parameters (e.g. SVDA's spectrum) in no_weight_decay(), as timm models do.
+    exempt = set(getattr(model, "no_weight_decay", set)())
+    decays = {n: p.ndim >= 2 and "token" not in n and "pos_embed" not in n and n not in exempt for n, p in params}
     decays.update({n: p.ndim >= 2 for n, p in params if n.startswith("token_head")})
     opt = torch.optim.AdamW([
         {"params": [p for n, p in params if decays[n]], "weight_decay": cfg.weight_decay},
@@ -136,11 +140,14 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
         history, step, elapsed_before = list(state["history"]), state["step"], state["elapsed_seconds"]
         first_epoch = len(history) + 1
         t_start -= elapsed_before
-    hooks = [*callbacks, *([ProgressBar()] if cfg.progress else []), ConsoleLog(), JsonlLog(out / "log.jsonl")]
+    tracking = [IndicatorTracking(out, cfg.track_probe_size, cfg.seed)] if cfg.track_indicators else []
+    hooks = [*callbacks, *tracking, *([ProgressBar()] if cfg.progress else []), ConsoleLog(),
+             JsonlLog(out / "log.jsonl")]
     for hook in hooks:
         hook.on_train_start(model, cfg, {"classes": classes, "num_params": n_params,
                                          "steps_per_epoch": steps_per_epoch, "first_epoch": first_epoch,
-                                         "history": history})
+                                         "history": history, "val_images": data.val_images,
+                                         "val_labels": data.val_labels})
 
     eager = [(m, "fused_attn", False) for m in model.modules() if hasattr(m, "fused_attn")]
     with set_attributes(eager):
