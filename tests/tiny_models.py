@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from xvit.models import create_model
 from xvit.models.vit import create_vit
 
 SIZE = 32
@@ -14,6 +15,12 @@ def _timm(name: str, **kw):
 
     return timm.create_model(name, pretrained=False, num_classes=5, img_size=SIZE, patch_size=8, depth=2,
                              embed_dim=48, num_heads=3, **kw)
+
+
+def _timm_svda():
+    from xvit.models.svda import swap_in_svda
+
+    return swap_in_svda(_timm("vit_tiny_patch16_224"), spectrum="softplus", spectrum_init_c=1.0)
 
 
 def _hf_vit():
@@ -39,6 +46,11 @@ FACTORIES = {
     "timm_deit_distilled": lambda: _timm("deit_tiny_distilled_patch16_224"),
     "timm_reg_avg_dynamic": lambda: _timm("vit_tiny_patch16_224", reg_tokens=4, global_pool="avg", fc_norm=True,
                                           dynamic_img_size=True, init_values=0.1),
+    "xvit_svda": lambda: create_model("svda", "nano", img_size=SIZE, patch_size=8, num_classes=5, embed_dim=48,
+                                      depth=2),
+    "timm_svda": _timm_svda,
+    "xvit_winft": lambda: create_model("winft", "nano", img_size=SIZE, patch_size=8, num_classes=5, embed_dim=48,
+                                       depth=2, window=3),
     "hf_vit": _hf_vit,
     "hf_deit": lambda: _hf_deit(False),
     "hf_deit_teacher": lambda: _hf_deit(True),

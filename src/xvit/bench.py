@@ -38,10 +38,11 @@ from xvit.adapters import get_adapter
 from xvit.data.preprocess import channels, normalise
 from xvit.explainer import Explainer
 from xvit.models import preprocessing_for
+from xvit.utils.context import eval_mode
 from xvit.utils.logits import unwrap_logits
 from xvit.utils.memory import PeakMemory
 
-__all__ = ["BASELINES", "PEERS", "run_benchmark", "format_table"]
+__all__ = ["BASELINES", "PEERS", "run_benchmark", "format_table", "run_analysis_benchmark", "format_analysis_table"]
 
 BASELINES = ("forward", "forward+input_grad", "forward+backward")
 PEERS = ("captum", "gradcam")  # peer libraries whose equivalent calls ``compare`` can time
@@ -286,3 +287,96 @@ def _peak(fn: Callable[[], Any], device: torch.device) -> int | None:
     with PeakMemory(device, trim=True) as probe:
         fn()
     return probe.peak
+
+
+ANALYSIS_ENTRIES = ("interactions:grad_attention", "interactions:jacobian", "coverage", "erf", "patch_removal")
+
+
+def run_analysis_benchmark(model: nn.Module, batch_size: int = 8, image_size: int | tuple[int, int] | None = None,
+                           repeats: int = 5, warmup: int = 1, probes: int = 8, chunk: int = 1024,
+                           keep: Sequence[float] = (1.0, 0.5)) -> list[dict[str, Any]]:
+    """Time the patch-interaction analyses (:mod:`xvit.analysis.interactions`) against the plain passes they need,
+    measured in the same interleaved rounds on the explicit attention path:
+
+    * ``grad_attention`` (and ``coverage``, ``erf``, which add only bookkeeping): one forward + one backward
+      pass of the explained logits to the input (``F+B``);
+    * ``jacobian`` with ``probes`` = R: ``R·N`` forward-mode products, timed as one plain batched forward-mode pass
+      of the same tangents (``chunk`` rows per pass, as the analysis runs them) through the model (``R·N JVP``);
+    * ``patch_removal`` with ``keep`` ratios K: its indicator (``F+B``) plus ``3·K`` forwards of the full sequence
+      (an upper bound: shortened sequences are cheaper).
+
+    Returns one row per entry with ``seconds_per_image``, ``nominal_passes`` and ``x_nominal`` (median over rounds
+    of the entry's time over its nominal passes' time in the same round).
+    """
+    import torch.autograd.forward_ad as fwAD
+
+    from xvit.analysis import ANALYSES
+
+    if batch_size < 1 or repeats < 1 or warmup < 0 or probes < 1:
+        raise ValueError("batch_size, repeats and probes must be >= 1 and warmup >= 0.")
+    param = next(model.parameters())
+    prep = preprocessing_for(model)
+    h, w = prep.size if image_size is None else (
+        (image_size, image_size) if isinstance(image_size, int) else tuple(image_size))
+    pixels = torch.rand(batch_size, channels(prep), h, w, generator=torch.Generator().manual_seed(0))
+    x = normalise(pixels, prep).to(param.device, param.dtype)
+    adapter = get_adapter(model)
+    layout = adapter.layout(x)
+    n, k = layout.num_patches, len(keep)
+    analyses = {
+        "interactions:grad_attention": ANALYSES.get("interactions")(),
+        "interactions:jacobian": ANALYSES.get("interactions")(method="jacobian", probes=probes, chunk=chunk),
+        "coverage": ANALYSES.get("coverage")(),
+        "erf": ANALYSES.get("erf")(),
+        "patch_removal": ANALYSES.get("patch_removal")(keep=list(keep)),
+    }
+
+    def forward_backward() -> None:
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(unwrap_logits(adapter.forward(xg)).max(1).values.sum(), [xg])
+
+    def forward() -> None:
+        with torch.no_grad():
+            adapter.forward(x)
+
+    def jvps() -> None:
+        with torch.no_grad():
+            e = adapter.block_input(x, 0)
+            rows = probes * n
+            step = max(1, chunk // batch_size)
+            for start in range(0, rows, step):
+                s = min(step, rows - start)
+                tangent = torch.randn(batch_size * s, *e.shape[1:], device=e.device, dtype=e.dtype)
+                with fwAD.dual_level():
+                    out = adapter.forward_from(fwAD.make_dual(e.repeat_interleave(s, 0), tangent), 0)
+                    fwAD.unpack_dual(out)
+
+    entries: dict[str, Callable[[], Any]] = {"F+B": forward_backward, "F": forward, "R·N JVP": jvps}
+    entries.update({name: (lambda a=a: a(model, x)) for name, a in analyses.items()})
+    with eval_mode(model), adapter.eager_attention():
+        times = _interleaved(entries, repeats, warmup, param.device)
+    nominal = {"interactions:grad_attention": ("1 F+B", lambda r: times["F+B"][r]),
+               "interactions:jacobian": (f"{probes}·{n} JVP", lambda r: times["R·N JVP"][r]),
+               "coverage": ("1 F+B", lambda r: times["F+B"][r]), "erf": ("1 F+B", lambda r: times["F+B"][r]),
+               "patch_removal": (f"1 F+B + {3 * k} F", lambda r: times["F+B"][r] + 3 * k * times["F"][r])}
+    rows = []
+    for name in entries:
+        row: dict[str, Any] = {"entry": name, "seconds_per_image": statistics.median(times[name]) / batch_size}
+        if name in nominal:
+            words, fn = nominal[name]
+            row.update(nominal_passes=words, x_nominal=statistics.median(
+                t / fn(r) for r, t in enumerate(times[name])))
+        row.update(batch_size=batch_size, image_size=[h, w], repeats=repeats, device=str(param.device),
+                   probes=probes, patches=n)
+        rows.append(row)
+    return rows
+
+
+def format_analysis_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows of :func:`run_analysis_benchmark` as a Markdown table."""
+    lines = ["| entry | ms / image | nominal passes | × nominal |", "|---|---:|---|---:|"]
+    for r in rows:
+        ratio = f"{r['x_nominal']:.2f}" if "x_nominal" in r else "(baseline)"
+        lines.append(f"| {r['entry']} | {r['seconds_per_image'] * 1e3:.2f} | {r.get('nominal_passes', '')} | "
+                     f"{ratio} |")
+    return "\n".join(lines)

@@ -8,14 +8,17 @@ import xvit
 from tests.tiny_models import FACTORIES, make
 from xvit.adapters import UnsupportedModelError, get_adapter
 from xvit.capture import record
+from xvit.models.svda import SVDAVisionTransformer
+from xvit.models.winft import WinfT
 from xvit.relevance import COMPOSITES, vit_graph
 
 EXPECTED = {  # family -> (prefix tokens, pool)
     "xvit": (1, "token"), "xvit_reg_avg": (2, "avg"), "timm_vit": (1, "token"),
     "timm_deit_distilled": (2, "token_distilled"), "timm_reg_avg_dynamic": (5, "avg"), "hf_vit": (1, "token"),
     "hf_deit": (2, "token"), "hf_deit_teacher": (2, "token_distilled"),
+    "xvit_winft": (1, "token"), "xvit_svda": (1, "token"), "timm_svda": (1, "token"),
 }
-OTHER_SIZE_OK = {"xvit", "xvit_reg_avg", "timm_reg_avg_dynamic", "hf_vit", "hf_deit", "hf_deit_teacher"}
+OTHER_SIZE_OK = {"xvit", "xvit_reg_avg", "timm_reg_avg_dynamic", "hf_vit", "hf_deit", "hf_deit_teacher", "xvit_svda"}
 
 
 @pytest.mark.parametrize("family", list(FACTORIES))
@@ -78,7 +81,7 @@ def test_a_cnn_gets_a_clear_error_naming_the_supported_families():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (torch.randn(3, 32, 32), r"\(B, 3, H, W\)"),
+    (torch.randn(32, 32), r"\(B, 3, H, W\)"),  # one (3, H, W) image is accepted as a batch of one
     (torch.randn(1, 1, 32, 32), r"\(B, 3, H, W\)"),
     (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float image batch"),
     (torch.randn(1, 3, 30, 32), "multiple of the patch size"),
@@ -102,7 +105,8 @@ def test_timm_spec_offline_fails_with_a_clear_message():
 
 @pytest.mark.parametrize("target,err,match", [
     (7, ValueError, "out of range"), ([0, 1, 2], ValueError, "3 targets for 2 images"),
-    ("cat", TypeError, "Unsupported target"), (-1, ValueError, "out of range"),
+    (1.5, TypeError, "Unsupported target"), ("cat", ValueError, "this model has no class names"),
+    (-1, ValueError, "out of range"),
 ])
 def test_bad_targets(target, err, match):
     with pytest.raises(err, match=match):
@@ -140,6 +144,13 @@ def _masked_reference(model, x, keep, at_block):
     p = adapter.layout(x).num_prefix
     visible = torch.cat([torch.ones(x.shape[0], p, dtype=torch.bool), keep], 1)
     bias = torch.zeros(visible.shape).masked_fill(~visible, float("-inf"))[:, None, None, :]
+    if isinstance(model, (WinfT, SVDAVisionTransformer)):  # attention takes an additive attn_mask (WinfT: a
+        # further term; every patch keeps its window)
+        h = model.embed(x)
+        for i, block in enumerate(model.blocks):
+            h = h + block.attn(block.norm1(h), attn_mask=bias if i >= at_block else None)
+            h = h + block.mlp(block.norm2(h))
+        return model.forward_head(model.norm(h))
     if hasattr(model, "blocks"):
         m = _timm_twin(model)
         h = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))

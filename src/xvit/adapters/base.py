@@ -68,7 +68,10 @@ class TokenLayout:
 class BlockParts:
     """Canonical pre-norm block: ``U = Z + ls1·proj(MSA(LN1(Z)))``, ``Z' = U + ls2·fc2(act(fc1(LN2(U))))``.
 
-    ``qkv_weight`` is ``(3D, D)`` with rows [q; k; v], head-major inside each.
+    ``qkv_weight`` is ``(3D, D)`` with rows [q; k; v], head-major inside each. ``spectrum`` ``(heads, r)`` marks
+    SVD-inspired attention (analysis-methods.md §2.1): queries and keys are ℓ2-normalised per row and the queries
+    scaled by it before ``q kᵀ · scale``; None for plain attention. ``logit_bias(B, T)`` is an additive term on the
+    attention logits of a ``T``-token sequence (``(B or 1, heads or 1, T, T)``; a WinfT window), or None.
     """
 
     norm1: nn.Module
@@ -83,6 +86,8 @@ class BlockParts:
     fc2: nn.Linear
     ls1: Tensor | None = None
     ls2: Tensor | None = None
+    spectrum: Tensor | None = None
+    logit_bias: Callable[[int, int], Tensor] | None = None
 
 
 @dataclass
@@ -219,8 +224,13 @@ class ViTAdapter(abc.ABC):
             at_block: 0 removes tokens after the position embedding; ``b`` at the input of block ``b``.
         """
         self.check_block_index(at_block)
-        return self.forward_from(select_tokens(self.block_input(x, at_block), keep, self.layout(x).num_prefix),
-                                 at_block)
+        return self.forward_selected(self.block_input(x, at_block), keep, self.layout(x).num_prefix, at_block)
+
+    def forward_selected(self, tokens: Tensor, keep: Tensor, num_prefix: int, at_block: int = 0) -> Tensor:
+        """Logits of the residual stream ``tokens`` ``(B, T, D)`` entering block ``at_block``, shortened to the prefix
+        tokens and the kept patch tokens (``keep`` as in :meth:`forward_tokens`). Models whose attention depends on
+        token positions (WinfT windows) learn here which patches the shortened sequence carries."""
+        return self.forward_from(select_tokens(tokens, keep, num_prefix), at_block)
 
     def check_block_index(self, at_block: int) -> None:
         """Raise for a block index outside ``0..len(blocks)`` (``len(blocks)``: only the head runs after it)."""

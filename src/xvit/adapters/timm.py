@@ -22,6 +22,8 @@ from xvit.adapters.base import (
     register_adapter,
 )
 from xvit.models import VisionTransformer, variant_of
+from xvit.models.svda import SVDAttention
+from xvit.models.winft import WindowAttention, WinfT
 from xvit.utils.context import set_attributes
 
 
@@ -68,7 +70,9 @@ class _TimmLikeAdapter(ViTAdapter):
         return BlockParts(norm1=b.norm1, qkv_weight=a.qkv.weight, qkv_bias=a.qkv.bias, num_heads=a.num_heads,
                           scale=float(a.scale), proj=a.proj, norm2=b.norm2, fc1=b.mlp.fc1, act=b.mlp.act,
                           fc2=b.mlp.fc2, ls1=layer_scale(getattr(b, "ls1", None)),
-                          ls2=layer_scale(getattr(b, "ls2", None)))
+                          ls2=layer_scale(getattr(b, "ls2", None)),
+                          spectrum=a.spectrum() if isinstance(a, SVDAttention) else None,
+                          logit_bias=a.logit_bias if isinstance(a, WindowAttention) else None)
 
     def head_parts(self) -> HeadParts:
         m = self.model
@@ -124,10 +128,23 @@ class BuiltinViTAdapter(_TimmLikeAdapter):
     def _embed(self, x: Tensor) -> Tensor:
         return self.model.embed(x)
 
+    def forward_selected(self, tokens: Tensor, keep: Tensor, num_prefix: int, at_block: int = 0) -> Tensor:
+        if not isinstance(self.model, WinfT):
+            return super().forward_selected(tokens, keep, num_prefix, at_block)
+        # WinfT's windows depend on which patches the shortened sequence carries: tell it, in a scoped context.
+        index = keep
+        if isinstance(keep, Tensor) and keep.dtype == torch.bool and keep.ndim == 2 and keep.numel():
+            counts = keep.sum(1)
+            if bool((counts == counts[0]).all()):  # otherwise select_tokens names the problem
+                index = keep.nonzero()[:, 1].view(keep.shape[0], -1)
+        with self.model.kept_patches(index):
+            return super().forward_selected(tokens, keep, num_prefix, at_block)
+
 
 @register_adapter
 class TimmViTAdapter(_TimmLikeAdapter):
-    """timm ``VisionTransformer`` and DeiT (``VisionTransformerDistilled``)."""
+    """timm ``VisionTransformer`` and DeiT (``VisionTransformerDistilled``), also with SVDA swapped in
+    (:func:`xvit.models.svda.swap_in_svda`)."""
 
     family = "timm VisionTransformer/DeiT"
 
@@ -142,7 +159,7 @@ class TimmViTAdapter(_TimmLikeAdapter):
         from timm.layers import Attention
         from timm.models.vision_transformer import Block
 
-        blocks_ok = all(type(b) is Block and type(b.attn) is Attention for b in model.blocks)
+        blocks_ok = all(type(b) is Block and type(b.attn) in (Attention, SVDAttention) for b in model.blocks)
         if not blocks_ok or getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
             raise UnsupportedModelError(
                 f"This timm {type(model).__name__} uses blocks, attention or pooling ({model.global_pool!r}) "

@@ -45,13 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the peer library's equivalent calls (pip install 'xvit[bench]') and report "
                              "the correlation of their maps with xvit's")
     parser.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+    parser.add_argument("--analyses", action="store_true",
+                        help="time the patch-interaction analyses (interactions, coverage, erf, patch_removal) "
+                             "against the plain passes they need instead of the methods")
+    parser.add_argument("--probes", type=positive_int, default=8,
+                        help="--analyses: random probes R of the jacobian indicator (default: 8)")
     add_param_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from xvit.bench import format_table, run_benchmark
+    from xvit.bench import format_analysis_table, format_table, run_analysis_benchmark, run_benchmark
 
     methods = check_methods(args.methods)
     params = parse_params(args.param)
@@ -75,6 +80,19 @@ def run(args: argparse.Namespace) -> int:
             if batch > 8 and size is not None and size > LARGE_BATCH_MAX_SIZE:
                 print(f"skipped: {spec}, batch {batch}, image {size} (batches above 8 only up to "
                       f"{LARGE_BATCH_MAX_SIZE} px)\n")
+                continue
+            if args.analyses:
+                try:
+                    rows = run_analysis_benchmark(model, batch_size=batch, image_size=size, repeats=args.repeats,
+                                                  probes=args.probes)
+                except (UnsupportedModelError, ValueError) as e:
+                    raise UsageError(str(e)) from None
+                h, w = rows[0]["image_size"]
+                print(f"model {spec}, device {dev}, batch {batch}, image {h}x{w}, {rows[0]['patches']} patches, "
+                      f"median of {args.repeats} interleaved rounds after 1 warm-up, {torch.get_num_threads()} "
+                      "threads")
+                print(format_analysis_table(rows))
+                print(flush=True)
                 continue
             try:
                 rows = run_benchmark(model, methods, batch_size=batch, image_size=size, repeats=args.repeats,

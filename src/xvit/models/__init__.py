@@ -3,8 +3,9 @@
 A checkpoint directory holds ``model.safetensors`` and ``config.json``. xvit's own ``config.json`` has
 ``"architecture": "xvit-vit"`` (the mark of an xvit checkpoint, whatever the variant), the model variant
 under ``"arch"`` (see :func:`variants`; checkpoints without it are ``"vit"``), its config under ``"model"``,
-``"preprocessing"`` (size, mean, std, interpolation), ``"class_names"`` and free-form training metadata; a
-directory whose ``config.json`` has a Hugging Face ``model_type`` is loaded with transformers.
+``"preprocessing"`` (size, mean, std, interpolation, and ``crop_pct``/``crop_mode`` when the model crops),
+``"class_names"`` and free-form training metadata; a directory whose ``config.json`` has a Hugging Face
+``model_type`` is loaded with transformers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from xvit.models import (
+    svda,  # noqa: F401  (registers the 'svda' variant)
+    winft,  # noqa: F401  (registers the 'winft' variant)
+)
 from xvit.models._registry import (
     DEFAULT_ARCH,
     MODEL_VARIANTS,
@@ -35,7 +40,8 @@ from xvit.models.vit import VIT_PRESETS, VisionTransformer, ViTConfig, create_vi
 
 __all__ = [
     "CheckpointError", "Preprocessing", "VisionTransformer", "ViTConfig", "VIT_PRESETS", "create_vit", "load_model",
-    "save_checkpoint", "bundled_models", "bundled_model_dir", "preprocessing_for", "class_names_for",
+    "save_checkpoint", "bundled_models", "bundled_model_dir", "preprocessing_for", "hf_preprocessing",
+    "class_names_for",
     "model_card", "ModelVariant", "MODEL_VARIANTS", "DEFAULT_ARCH", "register_model", "get_variant", "variant_of",
     "variants", "create_model",
 ]
@@ -106,25 +112,51 @@ def _check_config_fields(config_class: type[Any], values: dict[str, Any], where:
             raise CheckpointError(f"{where}: {f.name} = {v!r} is invalid; it {problem}.")
 
 
+CROP_MODES = ("center", "squash")
+"""How :attr:`Preprocessing.crop_mode` reaches the scaled size before the centre crop (timm's names)."""
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a model expects its input: resize to ``size`` (H, W), scale to [0, 1], normalise."""
+    """How a model expects its input: its geometry (resize, optionally centre-crop, to ``size`` (H, W)), then
+    pixels scaled to [0, 1] and normalised with ``mean`` and ``std``.
+
+    ``crop_pct`` ``None`` resizes straight to ``size`` (the whole image, squashed if its aspect differs: xvit's
+    own checkpoints). A number follows timm's evaluation transform and the Hugging Face image processors: scale
+    to ``floor(size / crop_pct)``, keeping the aspect ratio (``crop_mode="center"``: the shorter side reaches it)
+    or not (``"squash"``: both sides), then cut the centred ``size`` out of it. The geometry itself is
+    :func:`xvit.data.preprocess.crop_geometry`.
+    """
 
     size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bilinear"
+    crop_pct: float | None = None
+    crop_mode: str = "center"
+
+    def __post_init__(self) -> None:
+        if self.crop_pct is not None and not (math.isfinite(self.crop_pct) and self.crop_pct > 0):
+            raise ValueError(f"crop_pct must be a positive number or None; got {self.crop_pct!r}.")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {', '.join(CROP_MODES)}; got {self.crop_mode!r}.")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         size = d.get("size", (224, 224))
         size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+        crop_pct = d.get("crop_pct")
         return cls(size=size, mean=tuple(float(m) for m in d.get("mean", cls.mean)),
                    std=tuple(float(s) for s in d.get("std", cls.std)),
-                   interpolation=str(d.get("interpolation", "bilinear")))
+                   interpolation=str(d.get("interpolation", "bilinear")),
+                   crop_pct=None if crop_pct is None else float(crop_pct), crop_mode=str(d.get("crop_mode", "center")))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form; the crop fields only when there is a crop (so configs without one read as before)."""
+        d = asdict(self)
+        if self.crop_pct is None:
+            del d["crop_pct"], d["crop_mode"]
+        return d
 
 
 def bundled_models() -> dict[str, dict[str, Any]]:
@@ -221,8 +253,14 @@ def _load_timm(name: str) -> nn.Module:
         import timm
     except ImportError as e:
         raise ImportError("Loading 'timm:' models needs timm: pip install 'xvit[timm]' -c constraints.txt") from e
+    if not timm.is_model(name):
+        from xvit.registry import did_you_mean
+
+        raise ValueError(f"timm has no model {name!r}.{did_you_mean(name, timm.list_models())} See "
+                         "timm.list_models().")
+    overlay = _timm_offline_weights(name)
     try:
-        model = timm.create_model(name, pretrained=True)
+        model = timm.create_model(name, pretrained=True, **overlay)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ValueError(f"timm has no model {name!r}; see timm.list_models().") from None
@@ -237,6 +275,50 @@ def _load_timm(name: str) -> nn.Module:
     return model.eval()
 
 
+HUB_PROBE_SECONDS = 3.0  # how long a connection to the Hugging Face Hub may take before it counts as unreachable
+
+
+def _hub_offline() -> str | None:
+    """Why the Hugging Face Hub cannot be reached (``HF_HUB_OFFLINE`` set, or no connection within
+    :data:`HUB_PROBE_SECONDS`), or None. Behind a proxy nothing is probed: the Hub client knows the way."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set (offline mode)"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as e:
+        return f"the Hugging Face Hub is not reachable, this machine looks offline ({type(e).__name__}: {e})"
+    return None
+
+
+def _timm_offline_weights(name: str) -> dict[str, Any]:
+    """Offline, the cached weights of timm model ``name`` as ``create_model``'s ``pretrained_cfg_overlay`` (so timm
+    reads the file instead of retrying the network for a minute); an error with the way out when none are cached.
+    Online: ``{}``."""
+    reason = _hub_offline()
+    if reason is None:
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None)
+    for file in ("model.safetensors", "open_clip_model.safetensors"):
+        cached = try_to_load_from_cache(repo, file) if repo else None
+        if isinstance(cached, str):
+            return {"pretrained_cfg_overlay": {"file": cached}}
+    raise RuntimeError(
+        f"timm:{name} needs pretrained weights from the Hugging Face Hub, but {reason} and they are not in the "
+        f"local cache. Use timm-random:{name} for the architecture with random weights, pass a checkpoint "
+        "directory, or download the weights once on a machine with network access"
+        f"{' (unset HF_HUB_OFFLINE)' if reason.startswith('HF_HUB_OFFLINE') else ''}.")
+
+
 def _load_hf(path_or_id: str) -> nn.Module:
     try:
         from transformers import AutoModelForImageClassification
@@ -245,25 +327,59 @@ def _load_hf(path_or_id: str) -> nn.Module:
     local = Path(path_or_id)
     if local.is_dir():
         _refuse_pickles(local)
+    offline = None if local.is_dir() else _hub_offline()  # offline: the cache or a fast failure, not retries
     try:
-        model = AutoModelForImageClassification.from_pretrained(path_or_id)
+        model = AutoModelForImageClassification.from_pretrained(path_or_id, local_files_only=offline is not None)
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"Hugging Face checkpoint {path_or_id!r} cannot be loaded: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     except OSError as e:
+        if offline is not None:
+            raise RuntimeError(
+                f"hf:{path_or_id} is not in the local Hugging Face cache and {offline}. Pass a local directory "
+                "that holds config.json and the weights, or use hf-random:vit-tiny for a random-weight ViT."
+            ) from None
         raise RuntimeError(
             f"Could not load Hugging Face model {path_or_id!r}: {e}. Offline, pass a local directory "
             "that holds config.json and the weights."
         ) from None
     prep = Path(path_or_id) / "preprocessor_config.json"
     if prep.is_file():
-        p = _read_json(prep, "preprocessor")
-        size = p.get("size", {"height": 224, "width": 224})
-        size = (size.get("height", 224), size.get("width", 224)) if isinstance(size, dict) else size
-        model.xvit_preprocessing = Preprocessing.from_dict(
-            {"size": size, "mean": p.get("image_mean", (0.5,) * 3), "std": p.get("image_std", (0.5,) * 3)}
-        )
+        model.xvit_preprocessing = hf_preprocessing(_read_json(prep, "preprocessor"))
     return model.eval()
+
+
+def hf_preprocessing(p: dict[str, Any]) -> Preprocessing:
+    """A Hugging Face ``preprocessor_config.json`` as a :class:`Preprocessing`, with the image processors' geometry.
+
+    ``size`` ``{"height", "width"}`` resizes straight to it; ``{"shortest_edge": S}`` keeps the aspect ratio. A
+    centre crop to ``crop_size`` (``do_center_crop``) becomes ``crop_pct`` = crop / resize; ConvNeXt-style
+    processors give ``crop_pct`` themselves (resize the shortest edge to ``S / crop_pct``, crop ``S``; none at
+    ``S >= 384``). Without a crop the image is resized straight to the model's size.
+    """
+    def pair(v: Any, default: int) -> tuple[int, int]:
+        if isinstance(v, dict):
+            if "shortest_edge" in v:
+                return int(v["shortest_edge"]), int(v["shortest_edge"])
+            return int(v.get("height", default)), int(v.get("width", default))
+        return (int(v), int(v)) if isinstance(v, (int, float)) else tuple(int(s) for s in v)
+
+    raw_size = p.get("size", {"height": 224, "width": 224})
+    size = pair(raw_size, 224)
+    keep_aspect = isinstance(raw_size, dict) and "shortest_edge" in raw_size
+    crop_pct = None
+    if p.get("do_center_crop", "crop_size" in p) and "crop_size" in p:
+        crop = pair(p["crop_size"], size[0])
+        crop_pct, size = crop[0] / size[0], crop
+    elif keep_aspect and "crop_pct" in p:
+        crop_pct = float(p["crop_pct"]) if size[0] < 384 else None
+    elif keep_aspect:
+        crop_pct = 1.0  # the shortest edge reaches the size; the model's square input is its centre
+    resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+    return Preprocessing(size=size, mean=tuple(float(m) for m in p.get("image_mean", (0.5,) * 3)),
+                         std=tuple(float(s) for s in p.get("image_std", (0.5,) * 3)),
+                         interpolation=resample.get(p.get("resample", 2), "bilinear"),
+                         crop_pct=crop_pct, crop_mode="center" if keep_aspect else "squash")
 
 
 # Hugging Face architectures available as ``hf-random:NAME`` (random weights, nothing downloaded).
@@ -366,8 +482,11 @@ def preprocessing_for(model: nn.Module) -> Preprocessing:
         size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
         if getattr(model, "dynamic_img_size", False) is False and hasattr(model, "patch_embed"):
             size = tuple(getattr(model.patch_embed, "img_size", size))
+        crop = cfg.get("crop_pct")
         return Preprocessing(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-                             interpolation=str(cfg.get("interpolation", "bicubic")))
+                             interpolation=str(cfg.get("interpolation", "bicubic")),
+                             crop_pct=None if crop is None else float(crop),
+                             crop_mode="squash" if cfg.get("crop_mode") == "squash" else "center")
     if isinstance(model, VisionTransformer):
         s = model.config.img_size
         return Preprocessing(size=(s, s))
