@@ -118,6 +118,10 @@ def guided_attention(adapter: ViTAdapter, bias: Tensor, blocks: Sequence[int]) -
                                                 "(an attention that takes an additive attention_mask).")
                 handles.append(module.register_forward_pre_hook(
                     _kwarg_term("hidden_states", "attention_mask", checked), with_kwargs=True))
+            elif isinstance(adapter, BuiltinViTAdapter) and "attn_mask" in inspect.signature(
+                    adapter.model.blocks[i].attn.forward).parameters:  # SVDA, WinfT: take an additive attn_mask
+                handles.append(adapter.model.blocks[i].attn.register_forward_pre_hook(
+                    _kwarg_term("x", "attn_mask", checked), with_kwargs=True))
             elif isinstance(adapter, BuiltinViTAdapter):
                 attn = adapter.model.blocks[i].attn
                 if type(attn).forward is not BuiltinAttention.forward:
@@ -132,6 +136,17 @@ def guided_attention(adapter: ViTAdapter, bias: Tensor, blocks: Sequence[int]) -
             h.remove()
         for attn in replaced:
             del attn.forward
+
+
+def guided_logits(adapter: ViTAdapter, layout: TokenLayout, x: Tensor, coverage: Tensor, mode: str, beta: float,
+                  blocks: Sequence[int]) -> Tensor:
+    """Logits ``(B, R, C)`` of each image of ``x`` with the read-out attention of ``blocks`` guided to each of its
+    regions ``coverage`` ``(B, R, h, w)`` (one row per image and region, no gradient). The caller holds the model on
+    its explicit attention path (as :class:`~xvit.analysis.base.Analysis` calls do)."""
+    B, R = coverage.shape[:2]
+    bias = guidance_bias(layout, coverage.flatten(0, 1), mode, beta)
+    with torch.no_grad(), guided_attention(adapter, bias, blocks):
+        return adapter.forward(x.repeat_interleave(R, 0)).view(B, R, -1)
 
 
 def _kwarg_term(input_name: str, mask_name: str, checked: Callable[[int], Tensor]):
@@ -233,8 +248,7 @@ class ExternalAttentionGuidance(Analysis):
         bias = guidance_bias(ctx.layout, coverage.flatten(0, 1), p["mode"], p["beta"])
         with torch.no_grad():
             unguided = ctx.adapter.forward(x)
-            with guided_attention(ctx.adapter, bias, blocks):
-                logits = ctx.adapter.forward(rows)
+        logits = guided_logits(ctx.adapter, ctx.layout, x, coverage, p["mode"], p["beta"], blocks).flatten(0, 1)
         probs, classes = logits.softmax(-1).topk(k, dim=-1)
         with guided_attention(ctx.adapter, bias.repeat_interleave(k, 0), blocks):
             out = self.explainer_method.attribute(ctx, rows.repeat_interleave(k, 0), classes.reshape(-1))
