@@ -143,6 +143,14 @@ def test_bench_prints_ratios(capsys):
     assert float(rows["rollout"][0]) > 0 and all(float(v) >= 0 for v in rows["rollout"][1:])
 
 
+def test_bench_warmup_flag(capsys):
+    assert main(["bench", "--model", "xvit-random:nano", "--methods", "rollout", "--batch-size", "2",
+                 "--image-size", "16", "--repeats", "1", "--warmup", "0"]) == 0
+    assert "median of 1 interleaved rounds after 0 warm-up" in capsys.readouterr().out
+    assert main(["bench", "--model", "xvit-random:nano", "--methods", "rollout", "--warmup", "-1"]) == 2
+    assert "non-negative integer" in capsys.readouterr().err
+
+
 def test_run_benchmark_ratios_are_consistent():
     rows = run_benchmark(create_vit("nano", img_size=16), ["rollout"], batch_size=2, repeats=1, warmup=0)
     by_name = {r["method"]: r for r in rows}

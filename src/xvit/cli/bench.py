@@ -16,6 +16,7 @@ from xvit.cli.common import (
     check_methods,
     device,
     load_model,
+    non_negative_int,
     parse_params,
     positive_int,
 )
@@ -41,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", "--image-sizes", dest="image_sizes", type=positive_int, nargs="+",
                         default=None, help="input sides in pixels (default: the model's input size)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds (default: 5)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1,
+                        help="untimed rounds before the timed ones (default: 1; every method's first call, which "
+                             "reads the passes it records, already runs before them)")
     parser.add_argument("--compare", choices=("captum", "gradcam"), default=None,
                         help="also time the peer library's equivalent calls (pip install 'xvit[bench]') and report "
                              "the correlation of their maps with xvit's")
@@ -84,24 +88,24 @@ def run(args: argparse.Namespace) -> int:
             if args.analyses:
                 try:
                     rows = run_analysis_benchmark(model, batch_size=batch, image_size=size, repeats=args.repeats,
-                                                  probes=args.probes)
+                                                  warmup=args.warmup, probes=args.probes)
                 except (UnsupportedModelError, ValueError) as e:
                     raise UsageError(str(e)) from None
                 h, w = rows[0]["image_size"]
                 print(f"model {spec}, device {dev}, batch {batch}, image {h}x{w}, {rows[0]['patches']} patches, "
-                      f"median of {args.repeats} interleaved rounds after 1 warm-up, {torch.get_num_threads()} "
-                      "threads")
+                      f"median of {args.repeats} interleaved rounds after {args.warmup} warm-up, "
+                      f"{torch.get_num_threads()} threads")
                 print(format_analysis_table(rows))
                 print(flush=True)
                 continue
             try:
                 rows = run_benchmark(model, methods, batch_size=batch, image_size=size, repeats=args.repeats,
-                                     compare=args.compare, params=params)
+                                     warmup=args.warmup, compare=args.compare, params=params)
             except (UnsupportedModelError, ValueError) as e:
                 raise UsageError(str(e)) from None
             h, w = rows[0]["image_size"]
             print(f"model {spec}, device {dev}, batch {batch}, image {h}x{w}, median of {args.repeats} interleaved "
-                  f"rounds after 1 warm-up, {torch.get_num_threads()} threads")
+                  f"rounds after {args.warmup} warm-up, {torch.get_num_threads()} threads")
             print(format_table(rows))
             print(flush=True)
     return 0

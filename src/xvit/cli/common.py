@@ -34,6 +34,17 @@ def positive_int(s: str) -> int:
     return v
 
 
+def non_negative_int(s: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}")
+    return v
+
+
 def add_model_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """``--model SPEC``: every form of :data:`xvit.models.SPEC_FORMS` (the one model-spec grammar)."""
     from xvit.models import SPEC_FORMS
