@@ -95,3 +95,67 @@ def test_arch_choices_come_from_the_variant_registry(capsys):
         assert main(["train", "--help"]) == 0
         choices = re.search(r"--arch \{([^}]*)\}", capsys.readouterr().out).group(1).split(",")
         assert {"half-logit-vit", "vit", "svda"} <= set(choices) and choices == sorted(choices)
+
+
+def test_distillation_flags_reach_the_config_and_the_recorded_command():
+    from xvit.cli import build_parser
+
+    args = build_parser("train").parse_args(["train", "--teacher", "runs/t", "--distill", "soft", "--distill-weight",
+                                             "0.7", "--distill-temperature", "3"])
+    config = config_from_args(args)
+    assert (config.teacher, config.distill, config.distill_weight, config.distill_temperature) == \
+        ("runs/t", "soft", 0.7, 3.0)
+    assert config.command == "xvit train --teacher runs/t --distill soft --distill-weight 0.7 --distill-temperature 3.0"
+    rebuilt = config_from_args(build_parser("train").parse_args(shlex.split(config.command)[1:]))
+    assert rebuilt == config
+    assert main(["train", "--distill", "medium"]) == 2
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--teacher", "no/such/teacher"], "is not a directory"),
+    (["--distill-weight", "2"], "distill_weight must lie in [0, 1]"),
+    (["--distill-temperature", "-1"], "distill_temperature must be positive"),
+])
+def test_distillation_usage_errors_stop_before_training(tmp_path, capsys, options, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress", *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xvit train: error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_train_teacher_then_distil_from_the_command_line(tmp_path):
+    from xvit.cli import build_parser
+    from xvit.cli.train_teacher import config_from_args as teacher_config
+    from xvit.training import load_teacher
+
+    _striped_folder(tmp_path / "data", n_per_class=20)
+    argv = ["train-teacher", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "teacher"), "--widths", "8,16",
+            "--img-size", "32", "--epochs", "2", "--batch-size", "15", "--lr", "0.005", "--seed", "1",
+            "--no-progress"]
+    assert main(argv) == 0
+    assert load_teacher(tmp_path / "teacher").widths == (8, 16)
+    config = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert config["training"]["command"] == shlex.join(["xvit", *argv])
+    assert teacher_config(build_parser("train-teacher").parse_args(argv)).widths == (8, 16)
+    assert main(["train-teacher", "--out", str(tmp_path / "t2"), "--resume", "--no-progress", "--epochs", "1",
+                 "--data", str(tmp_path / "data"), "--img-size", "32", "--batch-size", "15", "--widths", "4"]) == 0
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--preset", "nano",
+                 "--img-size", "32", "--epochs", "1", "--batch-size", "15", "--teacher", str(tmp_path / "teacher"),
+                 "--distill", "hard", "--no-progress"]) == 0
+    training = json.loads((tmp_path / "run" / "config.json").read_text())["training"]
+    assert training["teacher"]["path"] == str(tmp_path / "teacher") and training["teacher"]["distill"] == "hard"
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--widths", "8,x"], "comma-separated integers"),
+    (["--widths", "8,0"], "widths must be positive"),
+    (["--epochs", "0"], "epochs must be positive"),
+    (["--data", "xvit-shapes:pair"], "two labels per image"),
+])
+def test_train_teacher_usage_errors(tmp_path, capsys, options, message):
+    out = tmp_path / "teacher"
+    assert main(["train-teacher", "--out", str(out), "--no-progress", *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xvit train-teacher: error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

@@ -261,3 +261,124 @@ def test_a_variants_regularization_loss_joins_the_loss(tmp_path):
     assert log[0]["train_reg_loss"] > 0
     assert summary["model"].blocks[0].attn.qkv.bias is None  # the model argument reached the config
     assert summary["model"].cls_token.abs().max() < 0.05  # the penalty pulled the token towards zero
+
+
+# Distillation from a CNN teacher (xvit.training.teacher).
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    from xvit.training import TeacherConfig, train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    train_teacher(TeacherConfig(out=str(out), img_size=48, widths=(8, 16), epochs=1, train_size=64, val_size=32,
+                                test_size=16, batch_size=16, progress=False))
+    return out
+
+
+def test_distillation_feeds_the_teacher_full_size_batches_and_records_it(tmp_path, teacher_dir, monkeypatch):
+    """Soft distillation next to token labelling and the low-resolution curriculum: the teacher sees the 48-px
+    batch while the student trains at 24 px, and the run records the teacher."""
+    from xvit.training.teacher import TeacherCNN
+
+    seen = []
+    forward = TeacherCNN.forward
+    monkeypatch.setattr(TeacherCNN, "forward", lambda self, x: seen.append((x.shape[-1], self.training,
+                                                                            torch.is_grad_enabled()))
+                        or forward(self, x))
+    train(_config(tmp_path, teacher=str(teacher_dir), distill="soft", distill_temperature=2.0, token_loss=1.0,
+                  low_res_size=24, low_res_epochs=1, train_size=64))
+    assert len(seen) > 4 and {s for s, _, _ in seen} == {48}  # 4 steps + the teacher's validation
+    assert not any(training or grad for _, training, grad in seen)
+    log = _log(tmp_path / "run")
+    assert [r["train_img_size"] for r in log] == [24, 48]
+    assert all(0.0 <= r["train_teacher_agreement"] <= 1.0 and r["train_token_loss"] > 0 for r in log)
+    training = json.loads((tmp_path / "run" / "config.json").read_text())["training"]
+    assert training["config"]["teacher"] == str(teacher_dir) and training["config"]["distill"] == "soft"
+    teacher = training["teacher"]
+    assert teacher["path"] == str(teacher_dir) and len(teacher["sha256"]) == 64
+    assert (teacher["distill"], teacher["distill_weight"], teacher["distill_temperature"]) == ("soft", 0.5, 2.0)
+    assert 0.0 <= teacher["val_accuracy"] <= 1.0
+
+
+def test_hard_distillation_with_weight_one_learns_the_teachers_labels_not_the_true_ones(tmp_path):
+    """A teacher that calls every image class 0: with w = 1 the student learns to do the same, although the
+    true labels of this folder are learnable (the plain run reaches 80 % in the CLI test)."""
+    from tests.cli.test_train import _striped_folder
+    from xvit.training import load_teacher
+
+    classes = _striped_folder(tmp_path / "data", n_per_class=20, size=32)
+    teacher = _fake_teacher(tmp_path / "teacher", 3, img_size=32, widths=(4,), names=classes)
+    model = load_teacher(teacher)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    from xvit.training.teacher import _save_teacher
+
+    _save_teacher(model, teacher, {}, {})
+    summary = train(_config(tmp_path, data=str(tmp_path / "data"), img_size=32, holdout_fraction=0.25, epochs=4,
+                            batch_size=15, lr=1e-2, teacher=str(teacher), distill_weight=1.0))
+    log = _log(tmp_path / "run")
+    assert all(r["train_teacher_acc"] < 0.5 for r in log)  # the teacher is right on class 0 only
+    assert log[-1]["train_teacher_agreement"] == 1.0
+    model = summary["model"]
+    held = load_model(str(tmp_path / "run"))
+    x = normalise(torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
+                               for p in sorted((tmp_path / "data").rglob("*.png"))[::7]]), Preprocessing())
+    with torch.no_grad():
+        assert (held(x).argmax(1) == 0).all() and (model(x).argmax(1) == 0).all()
+
+
+def _fake_teacher(out, n_classes, img_size=48, widths=(8, 16), names=None):
+    """An untrained teacher directory (random weights) for ``n_classes`` classes named ``names`` (c0, c1, ...)."""
+    from xvit.training.teacher import TeacherCNN, _save_teacher
+
+    out.mkdir(parents=True)
+    _save_teacher(TeacherCNN(n_classes, widths, img_size=img_size,
+                             class_names=names or [f"c{k}" for k in range(n_classes)]), out, {}, {})
+    return out
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"distill_weight": 1.5}, r"distill_weight must lie in \[0, 1\]"),
+    ({"distill_weight": -0.1}, r"distill_weight must lie in \[0, 1\]"),
+    ({"distill_temperature": 0.0}, "distill_temperature must be positive"),
+    ({"distill": "medium"}, "distill must be 'hard' or 'soft'"),
+    ({"teacher": "no/such/teacher"}, "is not a directory"),
+])
+def test_bad_distillation_settings_are_rejected_before_anything_is_written(tmp_path, kw, message):
+    with pytest.raises(TrainConfigError, match=message):
+        train(_config(tmp_path, **kw))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_of_other_classes_is_refused(tmp_path, teacher_dir):
+    with pytest.raises(TrainConfigError, match="has 3 classes, the data 'xvit-shapes:single' 10"):
+        train(_config(tmp_path, teacher=str(_fake_teacher(tmp_path / "three", 3))))
+    with pytest.raises(TrainConfigError, match="classifies"):
+        train(_config(tmp_path, teacher=str(_fake_teacher(tmp_path / "renamed", 10))))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainConfigError, match="config.json does not exist"):
+        train(_config(tmp_path, teacher=str(tmp_path / "empty")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_changed_teacher(tmp_path, teacher_dir):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, teacher)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, teacher=str(teacher)), callbacks=[_Interrupt(1)])
+    with pytest.raises(TrainConfigError, match="differs in teacher"):
+        train(_config(tmp_path, teacher=str(teacher_dir), resume=True))
+    with pytest.raises(TrainConfigError, match="differs in distill_weight"):
+        train(_config(tmp_path, teacher=str(teacher), distill_weight=0.7, resume=True))
+    from xvit.training import load_teacher
+    from xvit.training.teacher import _save_teacher
+
+    retrained = load_teacher(teacher)
+    with torch.no_grad():
+        retrained.head.bias += 1.0
+    _save_teacher(retrained, teacher, {}, {})
+    with pytest.raises(TrainConfigError, match="teacher's weights .* changed"):
+        train(_config(tmp_path, teacher=str(teacher), resume=True))

@@ -27,6 +27,7 @@ COMMANDS = {
     "evaluate": "evaluate explanation methods with quality metrics over a data set",
     "explain-dataset": "explanation maps for a whole data set, written as Parquet (local or on Ray)",
     "train": "train a registered model variant (--arch) on xvit-shapes, an image folder or MNIST",
+    "train-teacher": "train a small CNN teacher for distillation ('xvit train --teacher DIR')",
     "card": "write a checkpoint's model card, measuring the accuracy it reports",
     "bench": "time and peak memory of methods relative to a forward, forward+input-gradient and forward+backward pass",
     "serve": "start the local web app (explain, compare and analyse in the browser)",

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-from collections.abc import Sequence
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,24 @@ def non_negative_int(s: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}")
     return v
+
+
+def rerun_command(words: Sequence[str], config: Any, flags: dict[str, str],
+                  render: dict[str, Callable[[Any], list[str]]] | None = None) -> str:
+    """The command line (``words`` then options) that rebuilds the dataclass ``config``: every field that differs
+    from its default as ``--field-name VALUE``, a switch from ``flags`` (field -> flag) or the words of
+    ``render[field](value)``; ``command`` and ``resume`` are left out."""
+    default = type(config)()
+    out = list(words)
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in ("command", "resume") or value == getattr(default, f.name):
+            continue
+        if render and f.name in render:
+            out += render[f.name](value)
+        else:
+            out += [flags[f.name]] if f.name in flags else [f"--{f.name.replace('_', '-')}", str(value)]
+    return shlex.join(out)
 
 
 def add_model_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from dataclasses import fields
 from typing import Any
 
-from xvit.cli.common import UsageError, output_dir
+from xvit.cli.common import UsageError, output_dir, rerun_command
 from xvit.data.sources import DataSpecError
 from xvit.models import variants
 from xvit.training import TrainConfig, TrainConfigError, train
@@ -75,6 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-loss", type=float, default=d.token_loss,
                         help="xvit-shapes: weight of the auxiliary per-patch loss from the masks (token labelling; "
                              "default: %(default)s, off)")
+    parser.add_argument("--teacher", metavar="DIR",
+                        help="distil from the CNN teacher in DIR (written by 'xvit train-teacher'; the same classes) "
+                             "(default: none)")
+    parser.add_argument("--distill", default=d.distill, choices=["hard", "soft"],
+                        help="with --teacher: 'hard' trains on the teacher's top-1 label (DeiT), 'soft' on its "
+                             "probabilities at --distill-temperature (Hinton et al.) (default: %(default)s)")
+    parser.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                        help="with --teacher: weight w in [0, 1] of the distillation term, the true labels get 1 - w "
+                             "(default: %(default)s)")
+    parser.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                        help="with --distill soft: temperature of both softmaxes (default: %(default)s)")
     parser.add_argument("--init", default=d.init, choices=["default", "mimetic"],
                         help="'mimetic': mimetic attention and sin-cos position initialisation, a faster start "
                              "(default: %(default)s)")
@@ -103,18 +113,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command_line(config: TrainConfig) -> str:
     """``xvit train`` with every option of ``config`` that differs from its default: the command that reruns it."""
-    default = TrainConfig()
-    words = ["xvit", "train"]
-    for f in fields(TrainConfig):
-        value = getattr(config, f.name)
-        if f.name in ("command", "resume") or value == getattr(default, f.name):
-            continue
-        if f.name == "model_args":
-            for key, arg in value.items():
-                words += ["--model-arg", f"{key}={arg if isinstance(arg, str) else json.dumps(arg)}"]
-            continue
-        words += [_FLAGS[f.name]] if f.name in _FLAGS else [f"--{f.name.replace('_', '-')}", str(value)]
-    return shlex.join(words)
+    def model_args(value: dict[str, Any]) -> list[str]:
+        return [w for key, arg in value.items()
+                for w in ("--model-arg", f"{key}={arg if isinstance(arg, str) else json.dumps(arg)}")]
+    return rerun_command(["xvit", "train"], config, _FLAGS, {"model_args": model_args})
 
 
 def parse_model_args(items: list[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from xvit.data.sources import parse_data_spec
@@ -15,6 +16,7 @@ SHAPES_PREFIX = "xvit-shapes:"
 TOKEN_COVERAGE = 0.1
 """Token labelling: a patch is an object token where the object mask covers at least this share of it."""
 INITS = ("default", "mimetic")
+DISTILL_MODES = ("hard", "soft")
 MEAN = STD = (0.5, 0.5, 0.5)
 """The normalisation of the models xvit trains."""
 
@@ -40,6 +42,11 @@ class TrainConfig:
     where the object covers at least ``TOKEN_COVERAGE`` of the patch and as background elsewhere (the mean
     loss over object tokens and that over background tokens weigh equally). The dense signal from the
     ground-truth masks shortens the long initial plateau of a ViT trained from scratch on this task.
+    ``teacher`` (a directory written by :func:`xvit.training.train_teacher`) adds knowledge distillation from
+    that CNN to the class head, with the ``distill_weight`` ``w`` of :func:`~xvit.training.distillation_loss`:
+    ``distill="hard"`` trains on the teacher's top-1 label (DeiT's hard-label distillation, Touvron et al. 2021,
+    without a distillation token, so the student stays a plain ViT), ``"soft"`` on its softened probabilities at
+    ``distill_temperature`` (Hinton et al. 2015).
     ``model_args`` are further fields of the variant's config (e.g. a WinfT window or an SVDA spectrum), checked
     against the config class. A model that defines ``regularization_loss()`` has it added to the training loss
     (e.g. SVDA's orthonormality penalty). With ``resume`` a run continues from the ``train_state.pt`` that every
@@ -77,6 +84,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     token_loss: float = 0.0
+    teacher: str | None = None
+    distill: str = "hard"
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
     init: str = "default"
     grad_clip: float = 1.0
     flip: bool = True
@@ -147,6 +158,15 @@ class TrainConfig:
             raise TrainConfigError(f"Invalid {self.arch} option in model_args: {e}") from None
         if self.track_indicators and not variant.vit_compatible:
             raise TrainConfigError(f"track_indicators needs a ViT-compatible variant; {self.arch!r} is not one.")
+        if self.distill not in DISTILL_MODES:
+            raise TrainConfigError(f"distill must be 'hard' or 'soft'; got {self.distill!r}.")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise TrainConfigError(f"distill_weight must lie in [0, 1]; got {self.distill_weight}.")
+        if not self.distill_temperature > 0:
+            raise TrainConfigError(f"distill_temperature must be positive; got {self.distill_temperature}.")
+        if self.teacher is not None and not Path(self.teacher).is_dir():
+            raise TrainConfigError(f"teacher {self.teacher} is not a directory; train one with 'xvit train-teacher "
+                                   "--out DIR' and pass that DIR.")
         if self.init not in INITS:
             raise TrainConfigError(f"init must be 'default' or 'mimetic'; got {self.init!r}.")
         if self.init == "mimetic" and not variant.vit_compatible:

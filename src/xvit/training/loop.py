@@ -4,7 +4,10 @@ MNIST, ...), written as an xvit checkpoint.
 AdamW with linear warm-up and a cosine schedule, label smoothing, random horizontal flips where they keep
 the label, optional bfloat16 autocast (about 2x faster on CPUs with ``avx512_bf16``). For xvit-shapes two
 optional aids shorten training on a CPU: a resolution curriculum (early epochs on downsampled images) and
-token labelling (an auxiliary per-patch loss from the ground-truth masks). The variant must expose the
+token labelling (an auxiliary per-patch loss from the ground-truth masks). With a ``teacher``
+(:mod:`xvit.training.teacher`) the class head is also trained on the CNN teacher's labels or probabilities
+(:func:`~xvit.training.teacher.distillation_loss`); the teacher sees each augmented batch at its own size, before
+the curriculum's downsampling. The variant must expose the
 built-in ViT's ``forward_features``/``forward_head`` and ``num_prefix_tokens``; a variant's own loss term
 (``model.regularization_loss()``) is added to the loss. Every finished epoch writes ``train_state.pt`` (model,
 optimiser, schedule, random generators, history; read back with ``weights_only=True``), so ``resume=True``
@@ -15,7 +18,6 @@ restores every ``fused_attn`` flag on exit.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -24,53 +26,66 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from xvit.data.preprocess import normalise
 from xvit.data.shapes import ShapesDataset
 from xvit.models import create_model, save_checkpoint
 from xvit.training.accuracy import loss_and_accuracy, shapes_accuracy
 from xvit.training.callbacks import Callback, ConsoleLog, JsonlLog, ProgressBar
+from xvit.training.common import STATE_FILE, adamw_with_schedule, load_state, random_hflip, save_state, shuffled_loader
 from xvit.training.config import TOKEN_COVERAGE, TrainConfig, TrainConfigError
 from xvit.training.data import training_data
 from xvit.training.init import mimetic_init_
 from xvit.training.svda_tracking import IndicatorTracking
+from xvit.training.teacher import TeacherCNN, distillation_loss, load_teacher, teacher_fingerprint
 from xvit.utils.context import set_attributes
 
 __all__ = ["train"]
 
 
-def _lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
-    """Linear warm-up to 1, then cosine decay to ``floor``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-STATE_FILE = "train_state.pt"
-"""The resumable state of a run, written to its ``out`` directory after every epoch."""
+_DISTILL_FIELDS = ("teacher", "distill", "distill_weight", "distill_temperature")
 
 
 def _resumable(cfg: TrainConfig) -> dict[str, Any]:
-    """The config fields a resumed run must share with the run that wrote the state (not the bookkeeping)."""
-    return {k: v for k, v in asdict(cfg).items()
-            if k not in ("resume", "progress", "command", "out", "track_indicators", "track_probe_size")}
+    """The config fields a resumed run must share with the run that wrote the state (not the bookkeeping; the
+    distillation fields only with a teacher, so states written before they existed still resume)."""
+    skip = {"resume", "progress", "command", "out", "track_indicators", "track_probe_size",
+            *(_DISTILL_FIELDS if cfg.teacher is None else ())}
+    return {k: v for k, v in asdict(cfg).items() if k not in skip}
 
 
 def _save_state(path: Path, cfg: TrainConfig, model: nn.Module, token_head: nn.Module | None,
                 opt: torch.optim.Optimizer, sched: Any, loader_gen: torch.Generator, flip_gen: torch.Generator,
-                history: list[dict[str, Any]], step: int, elapsed: float) -> None:
-    """Write the state that :func:`train` resumes from; written to a temporary file and renamed, so an
-    interruption while writing leaves the previous epoch's state intact."""
-    state = {"config": _resumable(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "loader_generator": loader_gen.get_state(),
-             "flip_generator": flip_gen.get_state(), "rng": torch.get_rng_state(), "history": history,
-             "step": step, "elapsed_seconds": elapsed,
-             **({"token_head": token_head.state_dict()} if token_head is not None else {})}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+                history: list[dict[str, Any]], step: int, elapsed: float, teacher_sha256: str | None) -> None:
+    """Write the state that :func:`train` resumes from (:func:`~xvit.training.common.save_state`)."""
+    save_state(path, {"config": _resumable(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "loader_generator": loader_gen.get_state(),
+                      "flip_generator": flip_gen.get_state(), "rng": torch.get_rng_state(), "history": history,
+                      "step": step, "elapsed_seconds": elapsed, "teacher_sha256": teacher_sha256,
+                      **({"token_head": token_head.state_dict()} if token_head is not None else {})})
+
+
+def _check_teacher(teacher: TeacherCNN, cfg: TrainConfig, classes: list[str]) -> None:
+    """A teacher must classify the student's classes, in the same order."""
+    if teacher.num_classes != len(classes):
+        raise TrainConfigError(f"teacher {cfg.teacher} has {teacher.num_classes} classes, the data "
+                               f"{cfg.data!r} {len(classes)}; distil from a teacher trained on the same data.")
+    if teacher.class_names != classes:
+        raise TrainConfigError(f"teacher {cfg.teacher} classifies {teacher.class_names}, the data {cfg.data!r} "
+                               f"{classes}; distil from a teacher trained on the same data.")
+
+
+@torch.no_grad()
+def _teacher_logits(teacher: TeacherCNN, images: Tensor, bf16: bool) -> Tensor:
+    """The teacher's float32 logits of a uint8 batch, at the size it was trained at (before the student's
+    low-resolution downsampling), normalised as it expects."""
+    x = normalise(images, teacher.preprocessing)
+    if x.shape[-2:] != (teacher.img_size, teacher.img_size):
+        x = F.interpolate(x, size=(teacher.img_size, teacher.img_size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return teacher(x).float()
 
 
 def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -83,12 +98,17 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     cfg = config
     cfg.validate()
     t_start = time.perf_counter()
+    # The teacher is read before seeding (building it draws random numbers), and checked before out is created.
+    teacher = load_teacher(cfg.teacher).requires_grad_(False) if cfg.teacher is not None else None
+    teacher_sha256 = teacher_fingerprint(cfg.teacher) if cfg.teacher is not None else None
     torch.manual_seed(cfg.seed)
+    data = training_data(cfg)
+    classes = data.classes
+    if teacher is not None:
+        _check_teacher(teacher, cfg, classes)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     prep = cfg.preprocessing
-    data = training_data(cfg)
-    classes = data.classes
 
     overrides = {k: getattr(cfg, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")
                  if getattr(cfg, k) is not None}
@@ -106,29 +126,21 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     exempt = set(getattr(model, "no_weight_decay", set)())
     decays = {n: p.ndim >= 2 and "token" not in n and "pos_embed" not in n and n not in exempt for n, p in params}
     decays.update({n: p.ndim >= 2 for n, p in params if n.startswith("token_head")})
-    opt = torch.optim.AdamW([
-        {"params": [p for n, p in params if decays[n]], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in params if not decays[n]], "weight_decay": 0.0},
-    ], lr=cfg.lr)
-    loader_gen = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(data.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         generator=loader_gen)
+    loader, loader_gen = shuffled_loader(data.train_set, cfg.batch_size, cfg.seed)
     steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise TrainConfigError(f"batch_size {cfg.batch_size} exceeds the {len(data.train_set)} training images.")
-    total = steps_per_epoch * cfg.epochs
-    warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _lr_factor(s, warmup, total, cfg.min_lr / cfg.lr))
+    opt, sched = adamw_with_schedule([p for n, p in params if decays[n]], [p for n, p in params if not decays[n]],
+                                     lr=cfg.lr, min_lr=cfg.min_lr, weight_decay=cfg.weight_decay,
+                                     warmup_epochs=cfg.warmup_epochs, steps_per_epoch=steps_per_epoch,
+                                     epochs=cfg.epochs)
     flip_gen = torch.Generator().manual_seed(cfg.seed + 1)
     state_path = out / STATE_FILE
     history: list[dict[str, Any]] = []
     step, first_epoch, elapsed_before = 0, 1, 0.0
     if cfg.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        if state["config"] != _resumable(cfg):
-            raise TrainConfigError(f"{state_path} was written by a run with another configuration; use another "
-                                   "--out or drop --resume to start afresh.")
+        state = load_state(state_path, _resumable(cfg))
+        if state.get("teacher_sha256") != teacher_sha256:
+            raise TrainConfigError(f"the teacher's weights ({cfg.teacher}/model.safetensors) changed since "
+                                   f"{state_path} was written; use another --out or drop --resume to start afresh.")
         model.load_state_dict(state["model"])
         if token_head is not None:
             token_head.load_state_dict(state["token_head"])
@@ -143,6 +155,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     tracking = [IndicatorTracking(out, cfg.track_probe_size, cfg.seed)] if cfg.track_indicators else []
     hooks = [*callbacks, *tracking, *([ProgressBar()] if cfg.progress else []), ConsoleLog(),
              JsonlLog(out / "log.jsonl")]
+    teacher_val_acc = (loss_and_accuracy(teacher, data.val_images, data.val_labels, teacher.preprocessing,
+                                         cfg.bf16)[1] if teacher is not None else None)
     for hook in hooks:
         hook.on_train_start(model, cfg, {"classes": classes, "num_params": n_params,
                                          "steps_per_epoch": steps_per_epoch, "first_epoch": first_epoch,
@@ -158,15 +172,16 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
             t_epoch = time.perf_counter()
             low_res = cfg.low_res_size if epoch <= cfg.low_res_epochs else None
             run_loss, run_token_loss, run_reg_loss, run_correct, seen = 0.0, 0.0, 0.0, 0, 0
+            run_teacher_agree, run_teacher_correct = 0, 0
             for hook in hooks:
                 hook.on_epoch_start(epoch, model)
             for batch in loader:
                 x, y = batch[0], batch[1]
                 if data.flip:
-                    hflip = torch.rand(len(y), generator=flip_gen) < 0.5
-                    x = torch.where(hflip.view(-1, 1, 1, 1), x.flip(-1), x)
-                    if token_head is not None:
-                        batch[2] = torch.where(hflip.view(-1, 1, 1), batch[2].flip(-1), batch[2])
+                    x, masks = random_hflip(x, flip_gen, batch[2] if token_head is not None else None)
+                    if masks is not None:
+                        batch[2] = masks
+                teacher_logits = _teacher_logits(teacher, x, cfg.bf16) if teacher is not None else None
                 x = normalise(x, prep)
                 if low_res:
                     x = F.interpolate(x, size=(low_res, low_res), mode="bilinear", antialias=True,
@@ -176,7 +191,13 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
                     logits = model.forward_head(feats)
                     token_logits = (token_head(feats[:, model.num_prefix_tokens:]) if token_head is not None
                                     else None)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if teacher_logits is None:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                else:
+                    loss = distillation_loss(logits.float(), y, teacher_logits, cfg.distill, cfg.distill_weight,
+                                             cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
+                    run_teacher_agree += (logits.argmax(1) == teacher_logits.argmax(1)).sum().item()
+                    run_teacher_correct += (teacher_logits.argmax(1) == y).sum().item()
                 run_loss += loss.item() * len(y)
                 if token_logits is not None:
                     grid = x.shape[-1] // cfg.patch_size
@@ -209,6 +230,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
             record = {"epoch": epoch, "train_loss": run_loss / seen, "train_acc": run_correct / seen,
                       **({"train_token_loss": run_token_loss / seen} if token_head is not None else {}),
                       **({"train_reg_loss": run_reg_loss / seen} if regularization is not None else {}),
+                      **({"train_teacher_agreement": run_teacher_agree / seen,
+                          "train_teacher_acc": run_teacher_correct / seen} if teacher is not None else {}),
                       "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
                       "train_img_size": low_res or cfg.img_size,
                       "epoch_seconds": round(time.perf_counter() - t_epoch, 2),
@@ -217,7 +240,7 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
                 hook.on_epoch_end(epoch, model, record)
             history.append(record)
             _save_state(state_path, cfg, model, token_head, opt, sched, loader_gen, flip_gen, history, step,
-                        time.perf_counter() - t_start)
+                        time.perf_counter() - t_start, teacher_sha256)
 
     train_seconds = time.perf_counter() - t_start
     metrics: dict[str, Any] = {"val_accuracy": history[-1]["val_acc"]}
@@ -236,7 +259,11 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
     training = {"command": command, "config": asdict(cfg), "data": data.info, "num_params": n_params,
                 "train_seconds": round(train_seconds, 1), "wall_clock_seconds": round(wall, 1),
                 "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-                "final_epoch": history[-1]}
+                "final_epoch": history[-1],
+                **({"teacher": {"path": cfg.teacher, "sha256": teacher_sha256, "widths": list(teacher.widths),
+                                "img_size": teacher.img_size, "val_accuracy": teacher_val_acc,
+                                "distill": cfg.distill, "distill_weight": cfg.distill_weight,
+                                "distill_temperature": cfg.distill_temperature}} if teacher is not None else {})}
     save_checkpoint(model, out, preprocessing=prep, class_names=classes, training=training, metrics=metrics)
     summary = {"out": str(out), "num_params": n_params, "wall_clock_seconds": round(wall, 1), **metrics}
     for hook in hooks:
