@@ -21,7 +21,7 @@ def test_nominal_passes_come_from_each_methods_meta(rows):
     assert rows["rise"]["nominal_passes"] == "13 F"  # 12 masks and the clean pass
     assert rows["bt_h"]["nominal_passes"] == "4 F+B"  # the perception pass and 3 integration steps
     assert rows["tam"]["nominal_passes"] == "1 F + 4 F+B"
-    assert rows["tis"]["nominal_passes"] == "2 F + 5 F(9 tokens)"  # 16 patches, half kept, plus the class token
+    assert rows["tis"]["nominal_passes"] == "1 F + 5 F(9 tokens)"  # 16 patches, half kept, plus the class token
     assert "forward(9 tokens)" in rows  # the shortened forward was timed as a baseline in the same rounds
     assert "x_nominal" not in rows["rollout"]  # rollout records no pass counts
 

@@ -36,7 +36,7 @@ def test_n_masks_is_capped_at_the_clustered_vectors_and_seeded(setup):
     model, x, targets = setup
     e = xvit.explain(model, x, "tis", target=targets)  # L·D = 2·48 = 96 < 1024
     assert e.meta["n_masks"].tolist() == [96, 96] and e.meta["n_masks_capped"].all()
-    assert e.meta["n_forwards"].tolist() == [2, 2] and e.meta["n_short_forwards"].tolist() == [96, 96]
+    assert e.meta["n_forwards"].tolist() == [1, 1] and e.meta["n_short_forwards"].tolist() == [96, 96]
     few = xvit.explain(model, x, "tis", target=targets, n_masks=10, seed=1)
     assert few.meta["n_masks"].tolist() == [10, 10] and not few.meta["n_masks_capped"].any()
     torch.testing.assert_close(xvit.explain(model, x, "tis", target=targets, n_masks=10, seed=1).raw, few.raw)

@@ -12,8 +12,9 @@ from torch import Tensor
 from xvit.adapters.base import UnsupportedModelError
 from xvit.methods._masked import TensorOrNone, clean_pass
 from xvit.methods.base import Attribution, Context, Method, register_method
-from xvit.params import Interval
+from xvit.params import Interval, Nullable
 from xvit.perturb import score
+from xvit.targets import explained_classes
 
 
 def kmeans(points: Tensor, n_clusters: int, generator: torch.Generator, max_iter: int = 100,
@@ -35,13 +36,13 @@ def kmeans(points: Tensor, n_clusters: int, generator: torch.Generator, max_iter
     return centroids
 
 
-def block_output_vectors(ctx: Context, x: Tensor) -> Tensor:
-    """The vectors TIS clusters: every block's output concatenated over the width, prefix tokens dropped and
-    transposed, ``(B, L·D, N)``."""
+def block_output_vectors(ctx: Context, x: Tensor) -> tuple[Tensor, Tensor]:
+    """One forward that gives the logits ``(B, C)`` and the vectors TIS clusters: every block's output
+    concatenated over the width, prefix tokens dropped and transposed, ``(B, L·D, N)``."""
     blocks = ctx.adapter.blocks()
     rec = ctx.record(x, None, modules={str(i): block for i, block in enumerate(blocks)})
     states = [out[0] if isinstance(out, tuple) else out for out in rec.outputs.values()]
-    return torch.cat(states, -1)[:, ctx.layout.num_prefix:].transpose(1, 2).float()
+    return rec.logits.float(), torch.cat(states, -1)[:, ctx.layout.num_prefix:].transpose(1, 2).float()
 
 
 @register_method("tis", citation="Englebert, Stassin, Nanfack, Mahmoudi, Siebert, Cornu & De Vleeschouwer, "
@@ -59,7 +60,7 @@ class TransformerInputSampling(Method):
         n_masks: number of masks; capped at ``L·D`` (the number of clustered vectors), flagged in
             ``meta["n_masks_capped"]``.
         tokens_ratio: share of patch tokens each mask keeps.
-        internal_batch_size: masked sequences per forward pass.
+        internal_batch_size: masked sequences per forward pass (16 on a CPU, 128 elsewhere).
         seed: seed of the k-means initialisation (each image its own generator).
         masks: ``(M, N)`` shared or ``(B, M, N)`` per-image bool token masks (True keeps the token) to use instead
             of the clustered ones.
@@ -67,33 +68,35 @@ class TransformerInputSampling(Method):
 
     per_target_pass = False
     memory_factor = None  # its passes run internal_batch_size rows at a time
+    accelerator_rows = 128
     needs_attention_probs = False
     param_constraints = {"n_masks": Interval(1, None, integer=True),
                          "tokens_ratio": Interval(0, 1, closed="right"),
-                         "internal_batch_size": Interval(1, None, integer=True),
+                         "internal_batch_size": Nullable(Interval(1, None, integer=True)),
                          "seed": Interval(0, None, integer=True),
                          "masks": TensorOrNone()}
 
-    def __init__(self, *, n_masks: int = 1024, tokens_ratio: float = 0.5, internal_batch_size: int = 128,
+    def __init__(self, *, n_masks: int = 1024, tokens_ratio: float = 0.5, internal_batch_size: int | None = None,
                  seed: int = 0, masks: Tensor | None = None) -> None:
         super().__init__(n_masks=n_masks, tokens_ratio=tokens_ratio, internal_batch_size=internal_batch_size,
                          seed=seed, masks=masks)
 
-
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:
         p, layout = self.params, ctx.layout
-        logits, targets = clean_pass(ctx, x, targets)
         B = x.shape[0]
         capped = torch.zeros(B, dtype=torch.bool)
         solver = torch.zeros(B)
-        if p["masks"] is None:
-            masks, was_capped, solver[:] = self._sample_masks(ctx, x)
+        if p["masks"] is None:  # the clean pass also records the block outputs to cluster
+            logits, points = block_output_vectors(ctx, x)
+            targets = explained_classes(logits, None)[:, None] if targets is None else targets
+            masks, was_capped, solver[:] = self._sample_masks(points)
             capped[:] = was_capped
         else:
+            logits, targets = clean_pass(ctx, x, targets)
             masks = p["masks"].to(x.device)
         try:
             scores = score(ctx.adapter, x, masks, targets, space="token", readout="softmax",
-                           batch_size=p["internal_batch_size"])  # (B, M, K)
+                           batch_size=self.rows_per_pass(x))  # (B, M, K)
         except UnsupportedModelError as error:
             raise UnsupportedModelError(f"tis cannot run on this model: {error}") from error
         per_image = masks if masks.ndim == 3 else masks.expand(x.shape[0], -1, -1)
@@ -102,20 +105,18 @@ class TransformerInputSampling(Method):
         coverage = weights.sum(1)[:, None]
         raw = torch.where(coverage > 0, total / coverage.clamp(min=1), torch.zeros_like(total))
         n_masks = per_image.shape[1]
-        full = 1 + (p["masks"] is None)  # the clean pass, and the pass recording the block outputs
-        extras = {"n_masks": torch.full((B,), n_masks), "n_forwards": torch.full((B,), full),
+        extras = {"n_masks": torch.full((B,), n_masks), "n_forwards": torch.full((B,), 1),
                   "n_short_forwards": torch.full((B,), n_masks),
                   "short_tokens": layout.num_prefix + per_image.sum(-1).float().mean(-1),
                   "n_masks_capped": capped, "solver_seconds": solver}
         return Attribution(raw.reshape(-1, *layout.grid), logits, targets.reshape(-1), extras)
 
-    def _sample_masks(self, ctx: Context, x: Tensor) -> tuple[Tensor, bool, float]:
-        """``(B, M, N)`` top-``k`` masks of the k-means centroids of every image, whether ``n_masks`` was capped,
-        and the seconds per image spent in k-means."""
-        p, layout = self.params, ctx.layout
-        points = block_output_vectors(ctx, x)
+    def _sample_masks(self, points: Tensor) -> tuple[Tensor, bool, float]:
+        """``(B, M, N)`` top-``k`` masks of the k-means centroids of every image's ``(L·D, N)`` block-output
+        vectors, whether ``n_masks`` was capped, and the seconds per image spent in k-means."""
+        p = self.params
         n_masks = min(p["n_masks"], points.shape[1])
-        keep = max(1, math.floor(p["tokens_ratio"] * layout.num_patches))
+        keep = max(1, math.floor(p["tokens_ratio"] * points.shape[2]))
         masks = []
         start = time.perf_counter()
         for image in points:
