@@ -109,7 +109,7 @@ class DeletionInsertion(Metric):
     def from_run(cls, context: RunContext, params: Mapping[str, Any]) -> DeletionInsertion:
         """The run's normalisation and forward batch size; its ``deletion_insertion_steps`` unless the user gives
         ``steps`` or ``pixels_per_step``."""
-        params = {"batch_size": context.options["forward_batch_size"], "mean": context.mean, "std": context.std,
+        params = {"batch_size": context.forward_rows(), "mean": context.mean, "std": context.std,
                   **params}
         steps = context.options["deletion_insertion_steps"]
         if steps is not None and "pixels_per_step" not in params and "steps" not in params:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from xvit.result import Explanation
+from xvit.utils.batching import rows_per_pass
 from xvit.utils.maps import upsample_maps
 
 __all__ = ["MetricInput", "RunContext", "Timing", "energy_maps"]
@@ -39,6 +40,10 @@ class RunContext:
     method: str
     method_params: Mapping[str, Any]
     device: torch.device
+
+    def forward_rows(self) -> int:
+        """Perturbed images per forward pass: the run's ``forward_batch_size``, else the device's default."""
+        return rows_per_pass(self.options["forward_batch_size"], self.device, 128)
 
 
 @dataclass(frozen=True)

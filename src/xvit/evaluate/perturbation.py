@@ -95,7 +95,7 @@ class Perturbation(Metric):
     @classmethod
     def from_run(cls, context: RunContext, params: Mapping[str, Any]) -> Perturbation:
         """The run's normalisation and forward batch size."""
-        return cls(**{"mean": context.mean, "std": context.std, "batch_size": context.options["forward_batch_size"],
+        return cls(**{"mean": context.mean, "std": context.std, "batch_size": context.forward_rows(),
                       **params})
 
     @classmethod

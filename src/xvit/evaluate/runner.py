@@ -57,7 +57,7 @@ def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
              batch_size: int = 16, class_explained: str = "predicted", seed: int = 0,
              method_params: Mapping[str, Mapping[str, Any]] | None = None,
              metric_params: Mapping[str, Mapping[str, Any]] | None = None, steps: int | None = 56,
-             forward_batch_size: int = 128, randomization_images: int = 16, max_images: int | None = None,
+             forward_batch_size: int | None = None, randomization_images: int = 16, max_images: int | None = None,
              resume: bool = True, progress: bool = False, command: str | None = None) -> EvaluationResult:
     """Evaluate explanation methods with explanation-quality metrics over a data set (evaluation.md).
 
@@ -82,7 +82,8 @@ def evaluate(model: nn.Module | str, data: EvalDataset | str, methods: Sequence[
         method_params: ``{method: {param: value}}``.
         metric_params: ``{metric: {param: value}}``, e.g. ``{"pointing_game": {"tol": 5}}``.
         steps: deletion/insertion steps ``n`` (``None``: the preset's default pixels per step).
-        forward_batch_size: perturbed images per forward pass in the perturbation metrics.
+        forward_batch_size: perturbed images per forward pass in the perturbation metrics; None: 16 on a CPU, 128
+            elsewhere (:func:`~xvit.utils.batching.rows_per_pass`).
         randomization_images: images of the randomisation test (the first ones).
         max_images: evaluate only the first images of ``data``.
         resume: reuse finished chunks saved in ``out_dir/state`` by an earlier run with the same settings.

@@ -41,14 +41,14 @@ class RunSpec:
     class_explained: str = "predicted"
     seed: int = 0
     steps: int | None = 56
-    forward_batch_size: int = 128
+    forward_batch_size: int | None = None
     randomization_images: int = 16
     max_images: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "forward_batch_size", "randomization_images"):
+        for name in ("batch_size", "randomization_images"):
             _check_count(name, getattr(self, name))
-        for name in ("steps", "max_images"):
+        for name in ("steps", "forward_batch_size", "max_images"):
             if getattr(self, name) is not None:
                 _check_count(name, getattr(self, name), " or None")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -21,6 +21,7 @@ from xvit.capture import Recording, record
 from xvit.methods._memory import forward_backward_bytes
 from xvit.params import InvalidParameterError, Parameterized
 from xvit.registry import Registry
+from xvit.utils.batching import rows_per_pass
 
 
 @dataclass
@@ -66,11 +67,18 @@ class Method(Parameterized, abc.ABC):
     # True: the method reads attention probabilities of the real model, so the explainer switches its fused
     # attention to the explicit path. Methods that read none keep the fused kernel.
     needs_attention_probs: ClassVar[bool] = True
-    # Peak memory of one row in units of one row's plain forward+backward pass (see :meth:`memory_per_row`).
     # Peak memory per row as a multiple of one forward+backward's estimate; None for methods whose passes run a fixed
     # number of rows (internal_batch_size) whatever the batch, so the explainer never chunks them.
     memory_factor: ClassVar[float | None] = 1.0
+    # Rows per pass on an accelerator for methods that batch their own passes (``internal_batch_size=None``); on a
+    # CPU :data:`~xvit.utils.batching.CPU_ROWS_PER_PASS`.
+    accelerator_rows: ClassVar[int] = 64
     param_constraints: ClassVar[dict[str, Any]] = {}
+
+    def rows_per_pass(self, x: Tensor) -> int:
+        """Rows per pass of the work this method batches itself: ``internal_batch_size``, or when that is None the
+        default of ``x``'s device (:func:`~xvit.utils.batching.rows_per_pass`)."""
+        return rows_per_pass(self.params.get("internal_batch_size"), x.device, self.accelerator_rows)
 
     def validate(self, ctx: Context) -> None:
         """Check parameters against the model (e.g. ``start_layer`` < number of blocks)."""

@@ -72,7 +72,7 @@ class IntegratedGradients(Method):
         approximation: "gausslegendre" (Captum's ``method`` default) or "riemann_trapezoid".
         baseline: "zero" (normalised 0, Captum's default), "black" (pixel 0 under the model's
             normalisation) or "blur" (Gaussian, 11x11, σ = 5).
-        internal_batch_size: rows per forward/backward pass.
+        internal_batch_size: rows per forward/backward pass (16 on a CPU, 64 elsewhere).
     """
 
     signed = True
@@ -81,10 +81,10 @@ class IntegratedGradients(Method):
     param_constraints = {"n_steps": Interval(1, None, integer=True),
                          "approximation": Options(("gausslegendre", "riemann_trapezoid")),
                          "baseline": Options(("zero", "black", "blur")),
-                         "internal_batch_size": Interval(1, None, integer=True)}
+                         "internal_batch_size": Nullable(Interval(1, None, integer=True))}
 
     def __init__(self, *, n_steps: int = 50, approximation: str = "gausslegendre", baseline: str = "zero",
-                 internal_batch_size: int = 64) -> None:
+                 internal_batch_size: int | None = None) -> None:
         super().__init__(n_steps=n_steps, approximation=approximation, baseline=baseline,
                          internal_batch_size=internal_batch_size)
 
@@ -110,7 +110,7 @@ class IntegratedGradients(Method):
         n, N = len(alphas), x.shape[0]
         a = x.new_tensor(alphas).view(n, 1, 1, 1, 1)
         path = (base + a * (x - base)).reshape(n * N, *x.shape[1:])
-        grads = _input_grads(ctx, path, targets.repeat(n), self.params["internal_batch_size"])
+        grads = _input_grads(ctx, path, targets.repeat(n), self.rows_per_pass(x))
         avg = (grads.view(n, N, *x.shape[1:]) * x.new_tensor(weights).view(n, 1, 1, 1, 1)).sum(0)
         ig = (x - base) * avg
         with torch.no_grad():
@@ -132,7 +132,7 @@ class SmoothGrad(Method):
         base: "saliency" (``|∇|``), "gradient" or "input_x_gradient".
         nt_type: "smoothgrad" (mean), "smoothgrad_sq" (mean of squares) or "vargrad" (variance).
         seed: seed of the noise.
-        internal_batch_size: rows per forward/backward pass.
+        internal_batch_size: rows per forward/backward pass (16 on a CPU, 64 elsewhere).
     """
 
     resolution = "pixels"
@@ -142,11 +142,11 @@ class SmoothGrad(Method):
                          "base": Options(("saliency", "gradient", "input_x_gradient")),
                          "nt_type": Options(("smoothgrad", "smoothgrad_sq", "vargrad")),
                          "seed": Interval(0, None, integer=True),
-                         "internal_batch_size": Interval(1, None, integer=True)}
+                         "internal_batch_size": Nullable(Interval(1, None, integer=True))}
 
     def __init__(self, *, n_samples: int = 50, noise_level: float = 0.15, stdevs: float | None = None,
                  base: str = "saliency", nt_type: str = "smoothgrad", seed: int = 0,
-                 internal_batch_size: int = 64) -> None:
+                 internal_batch_size: int | None = None) -> None:
         super().__init__(n_samples=n_samples, noise_level=noise_level, stdevs=stdevs, base=base, nt_type=nt_type,
                          seed=seed, internal_batch_size=internal_batch_size)
 
@@ -174,7 +174,7 @@ class SmoothGrad(Method):
             std = sigma[i].expand(n, *x.shape[1:]).contiguous()
             noise.append(torch.normal(0.0, std, generator=gen))
         noisy = x.repeat_interleave(n, 0) + torch.cat(noise)
-        grads = _input_grads(ctx, noisy, targets.repeat_interleave(n), p["internal_batch_size"])
+        grads = _input_grads(ctx, noisy, targets.repeat_interleave(n), self.rows_per_pass(x))
         if p["base"] == "saliency":
             attr = grads.abs()
         elif p["base"] == "input_x_gradient":

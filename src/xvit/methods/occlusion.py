@@ -9,7 +9,7 @@ from torch import Tensor
 from xvit.adapters.base import TokenLayout, UnsupportedModelError
 from xvit.methods._masked import TensorOrNone, clean_pass, pass_counts
 from xvit.methods.base import Attribution, Context, Method, register_method
-from xvit.params import Interval, Options
+from xvit.params import Interval, Nullable, Options
 from xvit.perturb import READOUTS, score
 
 
@@ -42,7 +42,7 @@ class Occlusion(Method):
             "token_drop" removes its patch tokens from the sequence instead (needs blocks that take a shortened
             sequence).
         readout: "logit" (``y_c``) or "softmax" (``p_c``).
-        internal_batch_size: occluded images per forward pass.
+        internal_batch_size: occluded images per forward pass (16 on a CPU, 64 elsewhere).
         masks: ``(M, H, W)`` masks shared by the batch to use instead of the windows (0 occludes); a token's value
             is then the mean of ``Δ_m`` weighted by the share of the patch each mask occludes. "token_drop" needs
             masks that are constant 0 or 1 on every patch.
@@ -54,10 +54,10 @@ class Occlusion(Method):
     needs_attention_probs = False
     param_constraints = {"window": Interval(1, None, integer=True), "stride": Interval(1, None, integer=True),
                          "mode": Options(("pixel", "token_drop")), "readout": Options(("logit", "softmax")),
-                         "internal_batch_size": Interval(1, None, integer=True), "masks": TensorOrNone()}
+                         "internal_batch_size": Nullable(Interval(1, None, integer=True)), "masks": TensorOrNone()}
 
     def __init__(self, *, window: int = 1, stride: int = 1, mode: str = "pixel", readout: str = "logit",
-                 internal_batch_size: int = 64, masks: Tensor | None = None) -> None:
+                 internal_batch_size: int | None = None, masks: Tensor | None = None) -> None:
         super().__init__(window=window, stride=stride, mode=mode, readout=readout,
                          internal_batch_size=internal_batch_size, masks=masks)
 
@@ -69,10 +69,10 @@ class Occlusion(Method):
         try:
             if p["mode"] == "token_drop":
                 occluded = score(ctx.adapter, x, keep_tokens, targets, space="token", readout=p["readout"],
-                                 batch_size=p["internal_batch_size"])
+                                 batch_size=self.rows_per_pass(x))
             else:
                 occluded = score(ctx.adapter, x, pixel_masks, targets, substrate="mean", readout=p["readout"],
-                                 batch_size=p["internal_batch_size"])
+                                 batch_size=self.rows_per_pass(x))
         except UnsupportedModelError as error:
             raise UnsupportedModelError(f"occlusion with mode='token_drop' cannot run on this model: {error}") \
                 from error

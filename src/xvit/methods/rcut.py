@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xvit.methods.base import Attribution, Context, Method, register_method
-from xvit.params import Interval, Options
+from xvit.params import Interval, Nullable, Options
 from xvit.perturb import Masks, score
 from xvit.targets import explained_classes
 from xvit.utils.maps import normalise_maps
@@ -110,19 +110,20 @@ class RCut(Method):
         tau: graph threshold of the weighted cut.
         ncut_tau: threshold of the unweighted ``ncut`` ablation.
         eps: weight of the edges below the threshold.
-        internal_batch_size: masked images per forward pass.
+        internal_batch_size: masked images per forward pass (16 on a CPU, 48 elsewhere).
     """
 
     per_target_pass = False
     memory_factor = None  # its passes run internal_batch_size rows at a time
+    accelerator_rows = 48
     needs_attention_probs = False
     param_constraints = {"weighting": Options(("score_softmax", "score_raw", "gradcam", "cosine")),
                          "output": Options(("fiedler", "bipartition", "seed_component", "base_cam", "ncut")),
                          "tau": Interval(-1, 1), "ncut_tau": Interval(-1, 1), "eps": Interval(0, 1, closed="right"),
-                         "internal_batch_size": Interval(1, None, integer=True)}
+                         "internal_batch_size": Nullable(Interval(1, None, integer=True))}
 
     def __init__(self, *, weighting: str = "score_softmax", output: str = "fiedler", tau: float = 0.2,
-                 ncut_tau: float = 0.25, eps: float = 1e-5, internal_batch_size: int = 48) -> None:
+                 ncut_tau: float = 0.25, eps: float = 1e-5, internal_batch_size: int | None = None) -> None:
         super().__init__(weighting=weighting, output=output, tau=tau, ncut_tau=ncut_tau, eps=eps,
                          internal_batch_size=internal_batch_size)
 
@@ -189,7 +190,7 @@ class RCut(Method):
             readout = _cosine_readout(logits)
         else:
             readout = "softmax"
-        scores = score(ctx.adapter, x, masks, targets, readout=readout, batch_size=p["internal_batch_size"])
+        scores = score(ctx.adapter, x, masks, targets, readout=readout, batch_size=self.rows_per_pass(x))
         weights = scores.softmax(1) if p["weighting"] == "score_softmax" else scores  # (B, D, K)
         return weights.transpose(1, 2), torch.full((B,), masks.num_masks, dtype=torch.long)
 

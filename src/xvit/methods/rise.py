@@ -10,7 +10,7 @@ from torch import Tensor
 
 from xvit.methods._masked import TensorOrNone, clean_pass, pass_counts
 from xvit.methods.base import Attribution, Context, Method, register_method
-from xvit.params import Interval
+from xvit.params import Interval, Nullable
 from xvit.perturb import Masks, as_masks, score
 
 
@@ -55,7 +55,7 @@ class Rise(Method):
         n_masks: number of masks ``N_m`` (4000 in the ViT harness of Englebert et al.).
         grid_size: cells per side ``s`` of the random grid.
         p1: probability that a cell is kept.
-        internal_batch_size: masked images per forward pass (the memory bound).
+        internal_batch_size: masked images per forward pass (the memory bound; 16 on a CPU, 128 elsewhere).
         seed: seed of the masks; they depend only on ``(seed, H, W)`` and are shared by every image.
         masks: ``(M, H, W)`` masks in ``[0, 1]`` to use instead (1 keeps the pixel); the map is still divided by
             ``M·p1``.
@@ -64,13 +64,15 @@ class Rise(Method):
     resolution = "pixels"
     per_target_pass = False
     memory_factor = None  # its passes run internal_batch_size rows at a time
+    accelerator_rows = 128
     needs_attention_probs = False
     param_constraints = {"n_masks": Interval(1, None, integer=True), "grid_size": Interval(1, None, integer=True),
-                         "p1": Interval(0, 1, closed="right"), "internal_batch_size": Interval(1, None, integer=True),
+                         "p1": Interval(0, 1, closed="right"),
+                         "internal_batch_size": Nullable(Interval(1, None, integer=True)),
                          "seed": Interval(0, None, integer=True), "masks": TensorOrNone()}
 
-    def __init__(self, *, n_masks: int = 4000, grid_size: int = 8, p1: float = 0.1, internal_batch_size: int = 128,
-                 seed: int = 0, masks: Tensor | None = None) -> None:
+    def __init__(self, *, n_masks: int = 4000, grid_size: int = 8, p1: float = 0.1,
+                 internal_batch_size: int | None = None, seed: int = 0, masks: Tensor | None = None) -> None:
         super().__init__(n_masks=n_masks, grid_size=grid_size, p1=p1, internal_batch_size=internal_batch_size,
                          seed=seed, masks=masks)
 
@@ -86,10 +88,10 @@ class Rise(Method):
             if getattr(masks, "per_image", False):
                 raise ValueError("rise takes masks (M, H, W) shared by every image of the batch.")
         scores = score(ctx.adapter, x, masks, targets, substrate="mean", readout="softmax",
-                       batch_size=p["internal_batch_size"])  # (B, M, K)
+                       batch_size=self.rows_per_pass(x))  # (B, M, K)
         saliency = x.new_zeros(x.shape[0], targets.shape[1], *shape, dtype=torch.float32)
         everyone = torch.zeros(1, dtype=torch.long)
-        for index in torch.arange(masks.num_masks).split(p["internal_batch_size"]):
+        for index in torch.arange(masks.num_masks).split(self.rows_per_pass(x)):
             chunk = masks.rows(everyone.expand(len(index)), index).to(x.device, torch.float32)
             saliency += torch.einsum("bmk,mhw->bkhw", scores[:, index.to(x.device)], chunk)
         saliency /= masks.num_masks * p["p1"]
