@@ -60,6 +60,15 @@ def rerun_command(words: Sequence[str], config: Any, flags: dict[str, str],
     return shlex.join(out)
 
 
+def config_from_namespace(cls: type, args: argparse.Namespace, command: Callable[[Any], str], **given: Any) -> Any:
+    """The dataclass ``cls`` built from the parsed options that name its fields (``given`` ones passed as they are),
+    with ``command`` set to the command line that rebuilds it."""
+    names = {f.name for f in fields(cls)} - {"command", *given}
+    config = cls(**{k: v for k, v in vars(args).items() if k in names}, **given)
+    config.command = command(config)
+    return config
+
+
 def add_model_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """``--model SPEC``: every form of :data:`xvit.models.SPEC_FORMS` (the one model-spec grammar)."""
     from xvit.models import SPEC_FORMS

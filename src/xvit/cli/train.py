@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 from typing import Any
 
-from xvit.cli.common import UsageError, output_dir, rerun_command
+from xvit.cli.common import UsageError, config_from_namespace, output_dir, rerun_command
 from xvit.data.sources import DataSpecError
 from xvit.models import variants
 from xvit.training import TrainConfig, TrainConfigError, train
@@ -135,11 +134,7 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`~xvit.training.TrainConfig` of parsed ``xvit train`` options, with the command that reruns it."""
-    names = {f.name for f in fields(TrainConfig)} - {"command", "model_args"}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
-                         model_args=parse_model_args(args.model_args))
-    config.command = command_line(config)
-    return config
+    return config_from_namespace(TrainConfig, args, command_line, model_args=parse_model_args(args.model_args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
-from xvit.cli.common import UsageError, output_dir, rerun_command
+from xvit.cli.common import UsageError, config_from_namespace, output_dir, rerun_command
 from xvit.data.sources import DataSpecError
 from xvit.training import TeacherConfig, TrainConfigError, train_teacher
 
@@ -65,10 +64,7 @@ def command_line(config: TeacherConfig) -> str:
 
 def config_from_args(args: argparse.Namespace) -> TeacherConfig:
     """The :class:`~xvit.training.TeacherConfig` of parsed options, with the command that reruns it."""
-    names = {f.name for f in fields(TeacherConfig)} - {"command"}
-    config = TeacherConfig(**{k: v for k, v in vars(args).items() if k in names})
-    config.command = command_line(config)
-    return config
+    return config_from_namespace(TeacherConfig, args, command_line)
 
 
 def run(args: argparse.Namespace) -> int:

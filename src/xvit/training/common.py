@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from xvit.training.config import TrainConfigError
 
 __all__ = ["STATE_FILE", "lr_factor", "adamw_with_schedule", "shuffled_loader", "random_hflip", "save_state",
-           "load_state"]
+           "load_state", "restore_run"]
 
 STATE_FILE = "train_state.pt"
 """The resumable state of a run, written to its ``out`` directory after every epoch."""
@@ -80,3 +80,15 @@ def load_state(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         raise TrainConfigError(f"{path} was written by a run with another configuration (differs in "
                                f"{', '.join(changed)}); use another --out or drop --resume to start afresh.")
     return state
+
+
+def restore_run(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                loader_gen: torch.Generator, flip_gen: torch.Generator) -> None:
+    """Put a run back where ``state`` (from :func:`load_state`) left it: weights, optimiser, schedule, the loader's
+    and flips' generators and the global random state."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    loader_gen.set_state(state["loader_generator"])
+    flip_gen.set_state(state["flip_generator"])
+    torch.set_rng_state(state["rng"])

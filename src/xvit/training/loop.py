@@ -33,7 +33,15 @@ from xvit.data.shapes import ShapesDataset
 from xvit.models import create_model, save_checkpoint
 from xvit.training.accuracy import loss_and_accuracy, shapes_accuracy
 from xvit.training.callbacks import Callback, ConsoleLog, JsonlLog, ProgressBar
-from xvit.training.common import STATE_FILE, adamw_with_schedule, load_state, random_hflip, save_state, shuffled_loader
+from xvit.training.common import (
+    STATE_FILE,
+    adamw_with_schedule,
+    load_state,
+    random_hflip,
+    restore_run,
+    save_state,
+    shuffled_loader,
+)
 from xvit.training.config import TOKEN_COVERAGE, TrainConfig, TrainConfigError
 from xvit.training.data import training_data
 from xvit.training.init import mimetic_init_
@@ -141,14 +149,9 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
         if state.get("teacher_sha256") != teacher_sha256:
             raise TrainConfigError(f"the teacher's weights ({cfg.teacher}/model.safetensors) changed since "
                                    f"{state_path} was written; use another --out or drop --resume to start afresh.")
-        model.load_state_dict(state["model"])
+        restore_run(state, model, opt, sched, loader_gen, flip_gen)
         if token_head is not None:
             token_head.load_state_dict(state["token_head"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loader_gen.set_state(state["loader_generator"])
-        flip_gen.set_state(state["flip_generator"])
-        torch.set_rng_state(state["rng"])
         history, step, elapsed_before = list(state["history"]), state["step"], state["elapsed_seconds"]
         first_epoch = len(history) + 1
         t_start -= elapsed_before

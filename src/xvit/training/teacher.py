@@ -29,7 +29,15 @@ from xvit.data.shapes import ShapesDataset, make_shapes
 from xvit.models import Preprocessing
 from xvit.training.accuracy import loss_and_accuracy
 from xvit.training.callbacks import Callback, ConsoleLog, JsonlLog, ProgressBar
-from xvit.training.common import STATE_FILE, adamw_with_schedule, load_state, random_hflip, save_state, shuffled_loader
+from xvit.training.common import (
+    STATE_FILE,
+    adamw_with_schedule,
+    load_state,
+    random_hflip,
+    restore_run,
+    save_state,
+    shuffled_loader,
+)
 from xvit.training.config import DISTILL_MODES, MEAN, STD, TrainConfig, TrainConfigError, shapes_variant
 from xvit.training.data import training_data
 
@@ -248,12 +256,7 @@ def train_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> 
     first_epoch = 1
     if cfg.resume and state_path.exists():
         state = load_state(state_path, _resumable(cfg))
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loader_gen.set_state(state["loader_generator"])
-        flip_gen.set_state(state["flip_generator"])
-        torch.set_rng_state(state["rng"])
+        restore_run(state, model, opt, sched, loader_gen, flip_gen)
         history = list(state["history"])
         first_epoch = len(history) + 1
         t_start -= state["elapsed_seconds"]
