@@ -130,6 +130,34 @@ def test_spurious_card_shows_the_shortcut(spurious_run):
     assert _aid_bullets(card) == set(AIDS) and TOKEN_LIMITATION in card
 
 
+def test_distilled_card_names_the_teacher_and_the_whole_runs_wall_clock(single_run, tmp_path):
+    run = shutil.copytree(single_run, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    training = config["training"]
+    training["config"].update(teacher="runs/teacher", distill="soft", distill_weight=0.5, distill_temperature=2.0)
+    training["teacher"] = {"path": "runs/teacher", "sha256": "0" * 64, "widths": [32, 64], "img_size": 48,
+                           "val_accuracy": 0.99, "distill": "soft", "distill_weight": 0.5,
+                           "distill_temperature": 2.0, "command": "xvit train-teacher --out runs/teacher",
+                           "wall_clock_seconds": 600.0, "test_accuracy": 0.991}
+    (run / "config.json").write_text(json.dumps(config))
+    card = write_model_card(run, test_size=N).read_text()
+    assert "* Distillation (`--teacher DIR --distill soft --distill-weight 0.5 --distill-temperature 2`)" in card
+    assert "probabilities at temperature 2" in card and "widths 32-64, input 48x48, 99.10 % top-1" in card
+    assert "* Teacher training: `xvit train-teacher --out runs/teacher`, 10.0 min wall-clock." in card
+    total = (600.0 + training["wall_clock_seconds"]) / 60
+    assert f"* Whole training, teacher and student: {total:.1f} min wall-clock." in card
+    assert "Distillation" not in write_model_card(single_run, test_size=N).read_text()
+
+
+def test_training_notes_are_part_of_the_card(single_run, tmp_path):
+    run = shutil.copytree(single_run, tmp_path / "run")
+    assert "## Training notes" not in write_model_card(run, test_size=N).read_text()
+    (run / "TRAINING_NOTES.md").write_text("| route | top-1 |\n|---|---|\n| plain | 90.8 % |\n")
+    card = write_model_card(run, test_size=N).read_text()
+    notes = card.split("## Training notes\n\n")[1]
+    assert notes.startswith("| route | top-1 |\n|---|---|\n| plain | 90.8 % |\n\n## Intended use")
+
+
 @pytest.mark.parametrize("target,verdict", [(0.0, "**Meets the target.**"), (1.0, "**Below target.**")])
 def test_target_sentence(single_run, tmp_path, target, verdict):
     run = shutil.copytree(single_run, tmp_path / "run")

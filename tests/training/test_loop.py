@@ -298,6 +298,11 @@ def test_distillation_feeds_the_teacher_full_size_batches_and_records_it(tmp_pat
     assert teacher["path"] == str(teacher_dir) and len(teacher["sha256"]) == 64
     assert (teacher["distill"], teacher["distill_weight"], teacher["distill_temperature"]) == ("soft", 0.5, 2.0)
     assert 0.0 <= teacher["val_accuracy"] <= 1.0
+    # What the card needs for the whole run's wall-clock: the teacher's own command, time and accuracy.
+    recorded = json.loads((teacher_dir / "config.json").read_text())
+    assert teacher["command"] == recorded["training"]["command"]
+    assert teacher["wall_clock_seconds"] == recorded["training"]["wall_clock_seconds"] > 0
+    assert teacher["test_accuracy"] == recorded["metrics"]["test_accuracy"]
 
 
 def test_hard_distillation_with_weight_one_learns_the_teachers_labels_not_the_true_ones(tmp_path):

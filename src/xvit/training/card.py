@@ -368,6 +368,44 @@ def _epoch_time_line(log: list[dict[str, Any]], steps_per_epoch: int | None) -> 
     return "* Epoch times (from `log.jsonl`): " + ", ".join(parts) + "."
 
 
+def _teacher_lines(training: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """The distillation bullet and the whole run's wall-clock (teacher and student) of a distilled student."""
+    teacher = training.get("teacher")
+    if not teacher:
+        return []
+    mode, weight, tau = (teacher.get(k) for k in ("distill", "distill_weight", "distill_temperature"))
+    flags = f"--distill {mode} --distill-weight {_g(weight)}" + (f" --distill-temperature {_g(tau)}"
+                                                                   if mode == "soft" else "")
+    target = ("the teacher's top-1 labels (DeiT's hard-label distillation; Touvron et al., Training data-efficient "
+              "image transformers & distillation through attention, ICML 2021, arXiv:2012.12877)" if mode == "hard"
+              else f"the teacher's probabilities at temperature {_g(tau)} (Hinton, Vinyals and Dean, Distilling "
+                   "the knowledge in a neural network, 2015; DeiT's soft distillation, arXiv:2012.12877)")
+    widths = "-".join(str(w) for w in teacher.get("widths", []))
+    acc = teacher.get("test_accuracy")
+    measured = f", {_pct(acc)} top-1 on the fresh test images" if acc is not None else ""
+    lines = [f"* Distillation (`--teacher DIR {flags}`): the class head was trained on (1 - {_g(weight)}) x the "
+             f"label loss + {_g(weight)} x a loss towards {target}. The teacher is xvit's small CNN "
+             f"(`xvit.training.TeacherCNN`, widths {widths}, input {teacher.get('img_size')}x"
+             f"{teacher.get('img_size')}{measured}); it is needed only for training and is not bundled. The "
+             "student stays a plain ViT (no distillation token)."]
+    if teacher.get("command"):
+        lines.append(f"* Teacher training: `{_retrain_command(str(teacher['command']))}`"
+                     + (f", {teacher['wall_clock_seconds'] / 60:.1f} min wall-clock"
+                        if teacher.get("wall_clock_seconds") is not None else "") + ".")
+    if teacher.get("wall_clock_seconds") is not None and training.get("wall_clock_seconds") is not None:
+        total = teacher["wall_clock_seconds"] + training["wall_clock_seconds"]
+        lines.append(f"* Whole training, teacher and student: {total / 60:.1f} min wall-clock.")
+    return lines
+
+
+def _notes_section(directory: Path) -> list[str]:
+    """The checkpoint's hand-written ``TRAINING_NOTES.md`` (e.g. the routes measured on the way to the recipe)."""
+    notes = directory / "TRAINING_NOTES.md"
+    if not notes.is_file():
+        return []
+    return ["## Training notes", "", notes.read_text(encoding="utf-8").strip()]
+
+
 def _training_section(dataset: str, variant: str | None, img_size: int, training: dict[str, Any],
                       cfg: dict[str, Any], recorded: bool, log: list[dict[str, Any]]) -> list[str]:
     lines = ["## Training", ""]
@@ -391,6 +429,7 @@ def _training_section(dataset: str, variant: str | None, img_size: int, training
             how.append(f"torch {training['torch_version']}")
         span = f"{wall / 60:.1f} min ({wall:.0f} s, " if wall >= 60 else f"{_secs(wall)} s ("
         lines.append(f"* Wall-clock: {span}including evaluation)" + (" " + ", ".join(how) if how else "") + ".")
+    lines += _teacher_lines(training, cfg)
     epoch_times = _epoch_time_line(log, steps)
     if epoch_times:
         lines.append(epoch_times)
@@ -522,6 +561,9 @@ def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None,
         sections.append(_recorded_accuracy_section(config, dataset, data, target))
     sections.append(_data_section(dataset, variant, img_size, data, cfg))
     sections.append(_training_section(dataset, variant, img_size, training, cfg, recorded is not None, log))
+    notes = _notes_section(directory)
+    if notes:
+        sections.append(notes)
     sections.append(_use_sections(dataset, variant, cfg, img_size, class_names))
     out = directory / "MODEL_CARD.md"
     out.write_text("\n\n".join("\n".join(s) for s in sections) + "\n")

@@ -46,7 +46,7 @@ from xvit.training.config import TOKEN_COVERAGE, TrainConfig, TrainConfigError
 from xvit.training.data import training_data
 from xvit.training.init import mimetic_init_
 from xvit.training.svda_tracking import IndicatorTracking
-from xvit.training.teacher import TeacherCNN, distillation_loss, load_teacher, teacher_fingerprint
+from xvit.training.teacher import TeacherCNN, distillation_loss, load_teacher, teacher_fingerprint, teacher_record
 from xvit.utils.context import set_attributes
 
 __all__ = ["train"]
@@ -266,7 +266,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
                 **({"teacher": {"path": cfg.teacher, "sha256": teacher_sha256, "widths": list(teacher.widths),
                                 "img_size": teacher.img_size, "val_accuracy": teacher_val_acc,
                                 "distill": cfg.distill, "distill_weight": cfg.distill_weight,
-                                "distill_temperature": cfg.distill_temperature}} if teacher is not None else {})}
+                                "distill_temperature": cfg.distill_temperature,
+                                **teacher_record(cfg.teacher)}} if teacher is not None else {})}
     save_checkpoint(model, out, preprocessing=prep, class_names=classes, training=training, metrics=metrics)
     summary = {"out": str(out), "num_params": n_params, "wall_clock_seconds": round(wall, 1), **metrics}
     for hook in hooks:

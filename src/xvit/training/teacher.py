@@ -41,7 +41,7 @@ from xvit.training.common import (
 from xvit.training.config import DISTILL_MODES, MEAN, STD, TrainConfig, TrainConfigError, shapes_variant
 from xvit.training.data import training_data
 
-__all__ = ["TeacherCNN", "TeacherConfig", "train_teacher", "load_teacher", "teacher_fingerprint",
+__all__ = ["TeacherCNN", "TeacherConfig", "train_teacher", "load_teacher", "teacher_fingerprint", "teacher_record",
            "distillation_loss", "TEACHER_KIND"]
 
 TEACHER_KIND = "xvit-teacher"
@@ -145,6 +145,18 @@ class TeacherConfig:
 def teacher_fingerprint(path: str | Path) -> str:
     """The SHA-256 of a teacher's ``model.safetensors``: a resumed distillation run checks it is the same."""
     return hashlib.sha256((Path(path) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def teacher_record(path: str | Path) -> dict[str, Any]:
+    """What a student's checkpoint records of the teacher in ``path``: its training command, wall-clock
+    (``train_seconds`` where the teacher predates ``wall_clock_seconds``) and measured accuracies, as far as its
+    ``config.json`` holds them (read after :func:`load_teacher` accepted the directory)."""
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    training, metrics = config.get("training") or {}, config.get("metrics") or {}
+    wall = training.get("wall_clock_seconds", training.get("train_seconds"))
+    record = {"command": training.get("command"), "wall_clock_seconds": wall,
+              "test_accuracy": metrics.get("test_accuracy")}
+    return {k: v for k, v in record.items() if v is not None}
 
 
 def _save_teacher(model: TeacherCNN, out: Path, training: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -313,13 +325,13 @@ def train_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> 
     if variant is not None:
         test = make_shapes(variant, cfg.test_size, split="test", size=cfg.img_size)
         metrics["test_accuracy"] = loss_and_accuracy(model, test.images, test.labels, prep, bf16=False)[1]
+    wall = round(time.perf_counter() - t_start, 1)
     training = {"command": cfg.command or "xvit.training.train_teacher(TeacherConfig(...))",
                 "config": _resumable(cfg) | {"out": cfg.out}, "data": data.info, "num_params": n_params,
-                "train_seconds": round(train_seconds, 1), "torch_version": torch.__version__,
-                "threads": torch.get_num_threads(), "final_epoch": history[-1]}
+                "train_seconds": round(train_seconds, 1), "wall_clock_seconds": wall,
+                "torch_version": torch.__version__, "threads": torch.get_num_threads(), "final_epoch": history[-1]}
     _save_teacher(model.eval(), out, training, metrics)
-    summary = {"out": str(out), "num_params": n_params, "wall_clock_seconds": round(time.perf_counter() - t_start, 1),
-               **metrics}
+    summary = {"out": str(out), "num_params": n_params, "wall_clock_seconds": wall, **metrics}
     for hook in hooks:
         hook.on_train_end(model, summary)
     return {**summary, "model": model.eval()}
