@@ -349,17 +349,15 @@ def _figures(read_tracking: Any) -> None:
             fig.savefig(FIGURES / f"svda_indicators_{d}.png", dpi=100)
 
 
-BUNDLED_RUN = ROOT / "runs" / "shapes-vit-tiny-svda"
+BUNDLED_RUN = ROOT / "runs" / "bundled" / "shapes-vit-tiny-svda"  # where tools/train_bundled.py trains it
 BUNDLED_DIR = ROOT / "src" / "xvit" / "assets" / "models" / "shapes-vit-tiny-svda"
-MAX_BYTES = 10 * 1024 * 1024
 
 
 def phase_bundle(source: Path, dest: Path) -> None:
     """Copy a finished run into the bundled models, write its card and append its SVDA indicators (512 validation
     images of the xvit-shapes ``val`` split, seed 0) with the command that computes them."""
-    import shutil
-
     import torch
+    from train_bundled import copy_run
 
     from xvit.analysis import analyse
     from xvit.analysis.svda import layer_summary
@@ -372,12 +370,7 @@ def phase_bundle(source: Path, dest: Path) -> None:
         last = json.loads(log.read_text().splitlines()[-1])["epoch"] if log.exists() else 0
         print(f"{source} is not finished: last finished epoch {last}; resume it with its command plus --resume.")
         return
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "config.json", "log.jsonl"):
-        shutil.copy2(source / name, dest / name)
-    size = (dest / "model.safetensors").stat().st_size
-    if size >= MAX_BYTES:
-        raise SystemExit(f"{dest / 'model.safetensors'} is {size} bytes, over the 10 MB limit of bundled models.")
+    size = copy_run(source, dest)
     card = write_model_card(dest, dest.name)
     model = load_model(str(dest))
     x = normalise(make_shapes("single", 512, size=model.config.img_size, split="val").images,

@@ -2,6 +2,7 @@
 explained and trained with no change elsewhere."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -44,11 +45,15 @@ def test_the_builtin_vit_is_the_registered_variant_vit():
         get_variant("vti")
 
 
-def test_checkpoints_record_the_arch_and_bundled_ones_default_to_vit(tmp_path):
+def test_checkpoints_record_the_arch_and_ones_without_it_default_to_vit(tmp_path):
     for name in bundled_models():
         config = json.loads((bundled_model_dir(name) / "config.json").read_text())
-        assert "arch" not in config  # written before the registry existed
-        assert variant_of(load_model(name)).name == "vit"
+        assert config.get("arch", "vit") == "vit" and variant_of(load_model(name)).name == "vit"
+    old = shutil.copytree(bundled_model_dir("shapes-vit-tiny"), tmp_path / "before-the-registry")
+    config = json.loads((old / "config.json").read_text())
+    config.pop("arch", None)  # what checkpoints written before the registry existed hold
+    (old / "config.json").write_text(json.dumps(config))
+    assert variant_of(load_model(str(old))).name == "vit"
     path = save_checkpoint(create_vit("nano", img_size=32, num_classes=3), tmp_path / "ckpt", preprocessing=PREP,
                            class_names=["a", "b", "c"])
     assert json.loads((path / "config.json").read_text())["arch"] == "vit"

@@ -149,6 +149,17 @@ def test_distilled_card_names_the_teacher_and_the_whole_runs_wall_clock(single_r
     assert "Distillation" not in write_model_card(single_run, test_size=N).read_text()
 
 
+def test_a_corrupt_log_or_config_is_named_with_its_line(single_run, tmp_path):
+    run = shutil.copytree(single_run, tmp_path / "run")
+    with (run / "log.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "train_loss": \n')
+    with pytest.raises(ValueError, match=r"log\.jsonl, line 3, is not valid JSON"):
+        write_model_card(run, test_size=N)
+    (run / "config.json").write_bytes(b"\xff{")
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        write_model_card(run, test_size=N)
+
+
 def test_training_notes_are_part_of_the_card(single_run, tmp_path):
     run = shutil.copytree(single_run, tmp_path / "run")
     assert "## Training notes" not in write_model_card(run, test_size=N).read_text()
@@ -208,11 +219,11 @@ def test_cli_writes_the_card(single_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", sorted(bundled_models()))
 def test_bundled_cards_show_the_commands_the_writer_prints(name):
-    """The bundled cards were written by this writer (verified byte for byte when the training package moved;
-    re-measuring takes a minute per model): their commands are the ones it prints today."""
+    """The bundled cards were written by this writer (re-measuring takes a minute per model): their commands are
+    the ones it prints today."""
     card, config = model_card(name), bundled_models()[name]
     recorded = config["training"]["command"]
-    assert recorded.startswith("python -m xvit.train ")  # recorded by the retired entry point, left as recorded
+    # A command recorded by the retired entry point (``python -m xvit.train``) is shown as ``xvit train``.
     assert f"```\n{recorded.replace('python -m xvit.train ', 'xvit train ', 1)}\n```" in card
     variant = config["training"]["data"]["variant"]
     assert f"from xvit.training import shapes_accuracy; print(shapes_accuracy('{name}', '{variant}', 2000))" in card

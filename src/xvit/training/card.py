@@ -513,6 +513,15 @@ def _description(name: str, model: VisionTransformer, dataset: str, variant: str
             "bundled model, or pass `xvit.load_model` the path of its checkpoint directory.")
 
 
+def _read_json(path: Path, text: str | None = None, line: int | None = None) -> Any:
+    """``path``'s JSON (or one line of it), a :class:`ValueError` naming the file and line when it is malformed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8") if text is None else text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"{path}" + (f", line {line}," if line is not None else "")
+        raise ValueError(f"{where} is not valid JSON ({e}); rewrite it from the training run.") from None
+
+
 def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None, *, test_size: int = 2000,
                      target: float | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into an xvit checkpoint directory and return its path.
@@ -527,7 +536,7 @@ def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None,
     config_file, weights, log_file = (directory / f for f in ("config.json", "model.safetensors", "log.jsonl"))
     if not config_file.is_file() or not weights.is_file():
         raise FileNotFoundError(f"{directory} needs config.json and model.safetensors.")
-    config = json.loads(config_file.read_text())
+    config = _read_json(config_file)
     if config.get("architecture") != "xvit-vit":
         raise ValueError(f"{config_file} is not an xvit checkpoint (architecture {config.get('architecture')!r}).")
     if test_size < 1:
@@ -543,8 +552,8 @@ def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None,
     cfg: dict[str, Any] = {**_AID_DEFAULTS, **(recorded or {})}
     dataset, variant = _variant(training, cfg)
     class_names = list(config.get("class_names", [])) or [str(i) for i in range(model.config.num_classes)]
-    log = ([json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
-           if log_file.is_file() else [])
+    log = ([_read_json(log_file, line, n) for n, line in enumerate(log_file.read_text().splitlines(), 1)
+            if line.strip()] if log_file.is_file() else [])
     n_params = sum(p.numel() for p in model.parameters())
 
     sections = [[f"# {name}", "", _description(name, model, dataset, variant, n_params, class_names, training,

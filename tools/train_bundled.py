@@ -1,0 +1,107 @@
+"""Retrain the bundled xvit-shapes models with their recipe (docs/benchmarks.md, "The bundled models"): a
+resumable driver.
+
+    OMP_NUM_THREADS=2 nohup .venv/bin/python tools/train_bundled.py shapes-vit-tiny > runs/bundled.log 2>&1 &
+
+Each model is two steps in ``runs/bundled/``: a small CNN teacher (``xvit train-teacher``, 60 epochs) on the
+model's data, then the ViT distilled from it (``xvit train --teacher``, soft targets) with token labelling, mimetic
+initialisation and the 80-px resolution curriculum. Rerunning the command resumes the unfinished step
+(``--resume``) and skips finished ones; models that share a teacher train it once. ``--install`` copies a finished
+student into ``src/xvit/assets/models/NAME`` and writes its card there (``xvit card``, accuracy measured on 2,000
+fresh test images; a hand-written ``TRAINING_NOTES.md`` in that folder is kept and becomes part of the card). The
+SVDA model is installed by ``tools/svda_experiment.py bundle``, which also appends its indicators to the card.
+
+The control of the spurious-marker audit is ``shapes-vit-tiny`` itself: the same recipe on images that never
+carry the marker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "bundled"
+ASSETS = ROOT / "src" / "xvit" / "assets" / "models"
+MAX_BYTES = 10_000_000
+
+TEACHER = ["--epochs", "60", "--train-size", "6400", "--val-size", "500", "--batch-size", "64", "--no-progress"]
+STUDENT = ["--preset", "tiny", "--embed-dim", "128", "--depth", "6", "--num-heads", "4", "--init", "mimetic",
+           "--epochs", "145", "--low-res-size", "80", "--low-res-epochs", "120", "--train-size", "6400",
+           "--val-size", "500", "--batch-size", "64", "--lr", "1e-3", "--warmup-epochs", "2", "--token-loss", "1.0",
+           "--distill", "soft", "--distill-weight", "0.5", "--distill-temperature", "2", "--seed", "0",
+           "--no-progress"]
+MODELS: dict[str, dict[str, object]] = {
+    "shapes-vit-tiny": {"variant": "single", "arch": [], "target": 0.97},
+    "shapes-vit-tiny-spurious": {"variant": "spurious", "arch": [], "target": None},
+    "shapes-vit-tiny-svda": {"variant": "single", "arch": ["--arch", "svda"], "target": None},
+}
+
+
+def _finished(run: Path) -> bool:
+    return (run / "model.safetensors").is_file() and (run / "config.json").is_file()
+
+
+def _step(command: list[str], run: Path) -> None:
+    """Run one training command unless ``run`` is finished; continue an interrupted one with ``--resume``."""
+    if _finished(run):
+        print(f"{run.relative_to(ROOT)}: finished, skipped", flush=True)
+        return
+    command = command + (["--resume"] if (run / "train_state.pt").is_file() else [])
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def train(name: str) -> Path:
+    """Train ``name``'s teacher and student (each skipped when finished); the student's run folder."""
+    spec = MODELS[name]
+    variant = str(spec["variant"])
+    teacher, student = RUNS / f"teacher-{variant}", RUNS / name
+    _step(["xvit", "train-teacher", "--data", f"xvit-shapes:{variant}", *TEACHER, "--out",
+           str(teacher.relative_to(ROOT))], teacher)
+    _step(["xvit", "train", "--data", f"xvit-shapes:{variant}", *STUDENT, *spec["arch"],  # type: ignore[misc]
+           "--teacher", str(teacher.relative_to(ROOT)), "--out", str(student.relative_to(ROOT))], student)
+    return student
+
+
+def copy_run(run: Path, dest: Path) -> int:
+    """Copy a finished run's checkpoint and log into ``dest`` (other files there, e.g. ``TRAINING_NOTES.md``, stay);
+    its weights' size in bytes, which must stay under the 10 MB limit of bundled models."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in ("model.safetensors", "config.json", "log.jsonl"):
+        shutil.copy2(run / file, dest / file)
+    size = (dest / "model.safetensors").stat().st_size
+    if size >= MAX_BYTES:
+        raise SystemExit(f"{dest / 'model.safetensors'} is {size} bytes, over the 10 MB limit of bundled models.")
+    return size
+
+
+def install(name: str, run: Path) -> None:
+    """Copy a finished student into the bundled models and write its card there."""
+    if name == "shapes-vit-tiny-svda":
+        subprocess.run([sys.executable, "tools/svda_experiment.py", "bundle", "--source", str(run)], cwd=ROOT,
+                       check=True)
+        return
+    dest = ASSETS / name
+    copy_run(run, dest)
+    target = MODELS[name]["target"]
+    subprocess.run(["xvit", "card", str(dest.relative_to(ROOT)), "--name", name,
+                    *(["--target", str(target)] if target is not None else [])], cwd=ROOT, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", choices=sorted(MODELS))
+    parser.add_argument("--install", action="store_true", help="copy finished students into the bundled models")
+    args = parser.parse_args()
+    for name in args.models:
+        run = train(name)
+        if args.install:
+            install(name, run)
+
+
+if __name__ == "__main__":
+    main()
