@@ -32,11 +32,11 @@ RHOS = (0.8, 0.9, 0.95)
 COMMON = ["--embed-dim", "64", "--depth", "4", "--num-heads", "4", "--preset", "tiny", "--init", "mimetic",
           "--track-indicators", "--no-progress"]
 DATASETS: dict[str, list[str]] = {
-    "mnist": ["--data", f"mnist:{MNIST}", "--img-size", "28", "--patch-size", "4", "--epochs", "2",
+    "mnist": ["--data", f"mnist:{MNIST}", "--img-size", "28", "--patch-size", "4", "--epochs", "15",
               "--batch-size", "128", "--lr", "1e-3", "--warmup-epochs", "0.5", "--no-flip",
               "--track-probe-size", "128"],
-    "shapes": ["--data", "xvit-shapes:single", "--img-size", "64", "--patch-size", "8", "--epochs", "5",
-               "--train-size", "1600", "--val-size", "250", "--test-size", "500", "--batch-size", "32",
+    "shapes": ["--data", "xvit-shapes:single", "--img-size", "64", "--patch-size", "8", "--epochs", "20",
+               "--train-size", "4800", "--val-size", "250", "--test-size", "500", "--batch-size", "32",
                "--lr", "2e-3", "--warmup-epochs", "0.5", "--token-loss", "1.0", "--track-probe-size", "64"],
 }
 EVAL_METHODS = ["rollout", "transformer_attribution", "attnlrp"]
