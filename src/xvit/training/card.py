@@ -368,7 +368,7 @@ def _epoch_time_line(log: list[dict[str, Any]], steps_per_epoch: int | None) -> 
     return "* Epoch times (from `log.jsonl`): " + ", ".join(parts) + "."
 
 
-def _teacher_lines(training: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+def _teacher_lines(training: dict[str, Any]) -> list[str]:
     """The distillation bullet and the whole run's wall-clock (teacher and student) of a distilled student."""
     teacher = training.get("teacher")
     if not teacher:
@@ -429,7 +429,7 @@ def _training_section(dataset: str, variant: str | None, img_size: int, training
             how.append(f"torch {training['torch_version']}")
         span = f"{wall / 60:.1f} min ({wall:.0f} s, " if wall >= 60 else f"{_secs(wall)} s ("
         lines.append(f"* Wall-clock: {span}including evaluation)" + (" " + ", ".join(how) if how else "") + ".")
-    lines += _teacher_lines(training, cfg)
+    lines += _teacher_lines(training)
     epoch_times = _epoch_time_line(log, steps)
     if epoch_times:
         lines.append(epoch_times)
