@@ -43,7 +43,7 @@ def _finished(run: Path) -> bool:
     return (run / "model.safetensors").is_file() and (run / "config.json").is_file()
 
 
-def _step(command: list[str], run: Path) -> None:
+def _run_or_resume(command: list[str], run: Path) -> None:
     """Run one training command unless ``run`` is finished; continue an interrupted one with ``--resume``."""
     if _finished(run):
         print(f"{run.relative_to(ROOT)}: finished, skipped", flush=True)
@@ -57,7 +57,7 @@ def train(name: str) -> Path:
     """Train ``name`` (skipped when finished, resumed when interrupted); its run folder."""
     spec = MODELS[name]
     run = RUNS / name
-    _step(["xvit", "train", "--data", f"xvit-shapes:{spec['variant']}", *RECIPE, *spec["arch"],  # type: ignore[misc]
+    _run_or_resume(["xvit", "train", "--data", f"xvit-shapes:{spec['variant']}", *RECIPE, *spec["arch"],  # type: ignore[misc]
            "--out", str(run.relative_to(ROOT))], run)
     return run
 
@@ -75,7 +75,7 @@ def copy_run(run: Path, dest: Path) -> int:
 
 
 def install(name: str, run: Path) -> None:
-    """Copy a finished student into the bundled models and write its card there."""
+    """Copy a finished run into the bundled models and write its card there."""
     if name == "shapes-vit-tiny-svda":
         subprocess.run([sys.executable, "tools/svda_experiment.py", "bundle", "--source", str(run)], cwd=ROOT,
                        check=True)
@@ -90,7 +90,8 @@ def install(name: str, run: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", choices=sorted(MODELS))
-    parser.add_argument("--install", action="store_true", help="copy finished students into the bundled models")
+    parser.add_argument("--install", action="store_true",
+                        help="copy finished runs into the bundled models and write their cards")
     args = parser.parse_args()
     for name in args.models:
         run = train(name)
