@@ -22,7 +22,7 @@ from xvit.evaluate.plan import Plan
 from xvit.utils.jsonable import jsonable
 
 __all__ = ["BASELINE", "EvaluationResult", "markdown", "per_image_rows", "skipped_row", "summary_row",
-           "write_outputs"]
+           "summary_table", "write_outputs"]
 
 # The chance baseline (xvit.methods.random_map): its row closes every table, so readers see what chance scores.
 BASELINE = "random"
@@ -221,13 +221,24 @@ def _table(methods: list[str], cols: list[str], by: dict[tuple[str, str], dict[s
     return lines
 
 
-def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[str, Any]) -> str:
-    """The content of ``summary.md``: the method × column table (the ``random`` baseline last), dataset-level
-    numbers, costs and notes."""
+def _index(summary: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
+    """Methods (the ``random`` baseline last), columns and rows by (method, column) of summary rows."""
     methods = list(dict.fromkeys(r["method"] for r in summary))
     methods = [m for m in methods if m != BASELINE] + [m for m in methods if m == BASELINE]
     cols = list(dict.fromkeys(r["column"] for r in summary))
-    by = {(r["method"], r["column"]): r for r in summary}
+    return methods, cols, {(r["method"], r["column"]): r for r in summary}
+
+
+def summary_table(summary: list[dict[str, Any]]) -> list[str]:
+    """The method × column table of ``summary.md`` (lines) for any summary rows, e.g. those of several runs put
+    together; every method needs a row for every column."""
+    return _table(*_index(summary))
+
+
+def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[str, Any]) -> str:
+    """The content of ``summary.md``: the method × column table (the ``random`` baseline last), dataset-level
+    numbers, costs and notes."""
+    methods, cols, by = _index(summary)
     baseline = (f" The `{BASELINE}` row is the chance baseline: a seeded random map per image and class."
                 if BASELINE in methods else "")
 
@@ -241,7 +252,7 @@ def markdown(summary: list[dict[str, Any]], notes: list[str], provenance: dict[s
              "Mean ± half-width of the 95 % interval over images (dataset-level numbers such as mIoU: one value); "
              "↑ higher is better, ↓ lower is better, →1 ideal value 1; each header names the unit and the range "
              f"[low-high] of the column.{baseline}", "",
-             *_table(methods, cols, by)]
+             *summary_table(summary)]
     extras = []
     for m in methods:
         for c in cols:
