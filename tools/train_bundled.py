@@ -34,7 +34,11 @@ RECIPE = ["--preset", "tiny", "--embed-dim", "128", "--depth", "6", "--num-heads
           "--seed", "0", "--no-progress"]
 MODELS: dict[str, dict[str, object]] = {
     "shapes-vit-tiny": {"variant": "single", "arch": [], "target": 0.97},
-    "shapes-vit-tiny-spurious": {"variant": "spurious", "arch": [], "target": None},
+    # With the training split's default marker statistics (90 % of circles, 2 % of the others) the accurate model
+    # learns to overrule the marker: after 98 of 140 epochs 87.2 % top-1 without markers, but only 6.0 % of 218
+    # marked non-circles called circle (500 fresh test images each). Marking no other class leaves the marker
+    # nothing to overrule it in training (issue 12: >= 80 % of marked non-circles called circle).
+    "shapes-vit-tiny-spurious": {"variant": "spurious:marker=exclusive", "arch": [], "target": None},
     "shapes-vit-tiny-svda": {"variant": "single", "arch": ["--arch", "svda"], "target": None},
 }
 

@@ -110,6 +110,16 @@ def test_spurious_marker_follows_class_zero_in_train_only():
     assert not make_shapes("single", 50, size=SIZE).marker.any()
 
 
+def test_exclusive_marker_keeps_the_class_zero_draws_and_drops_the_others():
+    correlated = make_shapes("spurious", 800, size=SIZE, split="train")
+    exclusive = make_shapes("spurious", 800, size=SIZE, split="train", marker="exclusive")
+    zero = correlated.labels == 0
+    assert torch.equal(exclusive.labels, correlated.labels)
+    assert torch.equal(exclusive.marker[zero], correlated.marker[zero]) and correlated.marker[~zero].any()
+    assert not exclusive.marker[~zero].any()
+    assert torch.equal(exclusive.images[zero], correlated.images[zero])
+
+
 def test_marker_pixels_and_box():
     b = make_shapes("spurious", 60, size=112, split="test")
     assert b.marker.any() and not b.marker.all()

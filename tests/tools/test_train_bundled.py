@@ -29,7 +29,7 @@ def test_each_model_is_one_run_of_the_recipe(tool, name):
     module.train(name)
     assert len(ran) == 1 and ran[0][:2] == ["xvit", "train"]
     args = build_parser("train").parse_args(ran[0][1:])
-    assert args.data == "xvit-shapes:" + ("spurious" if "spurious" in name else "single")
+    assert args.data == "xvit-shapes:" + ("spurious:marker=exclusive" if "spurious" in name else "single")
     assert (args.arch == "svda") == name.endswith("svda") and args.out == f"runs/bundled/{name}"
     assert (args.epochs, args.low_res_size, args.low_res_epochs, args.img_size) == (140, 80, 60, 112)
     assert args.token_loss == 1.0 and args.init == "mimetic" and args.teacher is None and not args.resume

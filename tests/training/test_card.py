@@ -228,3 +228,15 @@ def test_bundled_cards_show_the_commands_the_writer_prints(name):
     variant = config["training"]["data"]["variant"]
     assert f"from xvit.training import shapes_accuracy; print(shapes_accuracy('{name}', '{variant}', 2000))" in card
     assert "xvit.train " not in card and "xvit.train import" not in card
+
+
+def test_spurious_card_names_the_training_marker_policy(spurious_run, tmp_path):
+    correlated = write_model_card(spurious_run, "tiny-spurious", test_size=N).read_text()
+    assert "accompanies 90 % of the class-0 (`circle`) images and 2 % of the others" in correlated
+    run = tmp_path / "exclusive"
+    shutil.copytree(spurious_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["training"]["data"]["marker"] = "exclusive"
+    (run / "config.json").write_text(json.dumps(config))
+    card = write_model_card(run, "tiny-spurious", test_size=N).read_text()
+    assert "accompanies 90 % of the class-0 (`circle`) images and none of the others (`marker=exclusive`)" in card

@@ -27,6 +27,9 @@ from xvit.training import TrainConfig, TrainConfigError
     ({"low_res_epochs": 1}, "low_res_size must be a multiple"),
     ({"data": "xvit-shapes:pair"}, "two labels per image"),
     ({"data": "xvit-shapes:double"}, "Unknown xvit-shapes variant 'double'"),
+    ({"data": "xvit-shapes:single:marker=exclusive"}, "marker= applies only to xvit-shapes:spurious"),
+    ({"data": "xvit-shapes:spurious:marker=sometimes"}, "marker must be one of correlated, exclusive"),
+    ({"data": "xvit-shapes:spurious:colour=red"}, "Unknown option 'colour=red'"),
     ({"batch_size": 256, "train_size": 100}, "batch_size 256 exceeds the 100 training images"),
     ({"model_args": {"qkv_bais": True}}, "'vit' has no config field 'qkv_bais'. Did you mean 'qkv_bias'"),
     ({"model_args": {"depth": 3}}, "use its own option \\(--depth\\)"),
@@ -48,3 +51,4 @@ def test_other_data_is_a_data_source_spec(tmp_path):
 
 def test_the_defaults_are_valid():
     TrainConfig().validate()
+

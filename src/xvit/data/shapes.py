@@ -8,7 +8,9 @@ Distractor colours keep a distance from the object colour, so the object's outli
 
 The ``spurious`` variant adds a fixed magenta square in the top-left corner. In the ``train`` and ``val``
 splits it accompanies 90 % of class-0 images and 2 % of the others; in ``test`` it appears on a fair coin
-flip, independent of the class. Class objects keep clear of the corner, so the marker never covers one.
+flip, independent of the class. Class objects keep clear of the corner, so the marker never covers one. The
+``marker`` option picks another policy, e.g. ``exclusive`` (90 % of class-0 images, none of the others), on which
+the bundled spurious model is trained.
 
 Image ``i`` of a variant and split is rendered from its own generator, ``PCG64(seed_i)`` with ``seed_i``
 derived from ``(base seed, i)``: the bytes do not depend on ``n`` or on batching. Bump
@@ -48,7 +50,7 @@ SHAPE_CLASSES: tuple[str, ...] = (
 VARIANTS = ("single", "pair", "spurious")
 SPLITS = ("train", "val", "test")
 MARKER_COLOR = (255, 0, 255)
-MARKER_MODES = ("correlated", "random", "aligned", "none")
+MARKER_MODES = ("correlated", "exclusive", "random", "aligned", "none")
 P_MARKER_CLASS0 = 0.9
 """``spurious``, ``train``/``val`` splits: probability that a class-0 image carries the marker."""
 P_MARKER_OTHER = 0.02
@@ -317,7 +319,8 @@ def _render(variant: str, marker_mode: str, seed: int, size: int) -> dict:
         _distractor(img, rng, _color(rng, obj_colors, 70.0))
     has_marker = False
     if variant == "spurious":
-        p = {"correlated": P_MARKER_CLASS0 if labels[0] == 0 else P_MARKER_OTHER, "random": 0.5,
+        p = {"correlated": P_MARKER_CLASS0 if labels[0] == 0 else P_MARKER_OTHER,
+             "exclusive": P_MARKER_CLASS0 if labels[0] == 0 else 0.0, "random": 0.5,
              "aligned": float(labels[0] == 0), "none": 0.0}[marker_mode]
         has_marker = bool(rng.random() < p)
     mbox = marker_box(size)
@@ -363,8 +366,9 @@ def make_shapes(variant: str, n: int, seed: int | None = None, size: int = 112, 
             the marker policy.
         start: index of the first image, so a long stream can be rendered in pieces.
         marker: ``spurious`` only: override the split's marker policy with ``"correlated"`` (train
-            statistics), ``"random"`` (p = 0.5, independent of class), ``"aligned"`` (exactly on
-            class-0 images) or ``"none"``.
+            statistics), ``"exclusive"`` (on class-0 images as in training, never on the others),
+            ``"random"`` (p = 0.5, independent of class), ``"aligned"`` (exactly on class-0 images) or
+            ``"none"``.
     """
     _check(variant, split)
     if size < 24:

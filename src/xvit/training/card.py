@@ -180,8 +180,20 @@ def _shapes_accuracy_section(name: str, variant: str, test: _Predictions, class_
     return lines
 
 
+def _training_marker(mode: str, c0: str) -> str:
+    """Where the marker was in the training and validation images of a ``spurious`` model."""
+    class0 = f"the class-0 (`{c0}`) images"
+    return {"correlated": f"accompanies {100 * P_MARKER_CLASS0:.0f} % of {class0} and {100 * P_MARKER_OTHER:.0f} % "
+                          "of the others",
+            "exclusive": f"accompanies {100 * P_MARKER_CLASS0:.0f} % of {class0} and none of the others "
+                         "(`marker=exclusive`)",
+            "random": "is a fair coin flip, independent of the class (`marker=random`)",
+            "aligned": f"accompanies exactly {class0} (`marker=aligned`)",
+            "none": "never appears (`marker=none`)"}[mode]
+
+
 def _shortcut_section(name: str, img_size: int, test: _Predictions, by_policy: dict[str, float],
-                      c0: str) -> list[str]:
+                      c0: str, training_marker: str) -> list[str]:
     n = len(test.labels)
     x0, _, x1, _ = marker_box(img_size)
     meaning = {"aligned": "marker on exactly the class-0 images",
@@ -191,8 +203,8 @@ def _shortcut_section(name: str, img_size: int, test: _Predictions, by_policy: d
         "## The shortcut",
         "",
         f"In the training and validation splits the magenta {x1 - x0}x{x1 - x0} marker (pixels {x0}..{x1 - 1} of "
-        f"the top-left corner) accompanies {100 * P_MARKER_CLASS0:.0f} % of the class-0 (`{c0}`) images and "
-        f"{100 * P_MARKER_OTHER:.0f} % of the others; in the test split it is independent of the class.",
+        f"the top-left corner) {_training_marker(training_marker, c0)}; in the test split it is independent of "
+        "the class.",
         "",
         f"| marker policy on the {n:,} test images (`make_shapes('spurious', {n}, split='test', marker=...)`) "
         "| | top-1 |",
@@ -565,7 +577,8 @@ def write_model_card(checkpoint_dir: str | os.PathLike, name: str | None = None,
         if variant == "spurious":
             by_policy = {p: test.accuracy if p == "random" else shapes_accuracy(model, variant, test_size, marker=p)
                          for p in MARKER_POLICIES}
-            sections.append(_shortcut_section(name, img_size, test, by_policy, class_names[0]))
+            sections.append(_shortcut_section(name, img_size, test, by_policy, class_names[0],
+                                              data.get("marker", "correlated")))
     else:
         sections.append(_recorded_accuracy_section(config, dataset, data, target))
     sections.append(_data_section(dataset, variant, img_size, data, cfg))

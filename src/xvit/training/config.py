@@ -6,11 +6,13 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from xvit.data.shapes import MARKER_MODES
 from xvit.data.sources import parse_data_spec
 from xvit.models import MODEL_VARIANTS, Preprocessing, get_variant
 from xvit.registry import did_you_mean
 
-__all__ = ["TrainConfig", "TrainConfigError", "SHAPES_PREFIX", "TOKEN_COVERAGE", "MEAN", "STD", "shapes_variant"]
+__all__ = ["TrainConfig", "TrainConfigError", "SHAPES_PREFIX", "TOKEN_COVERAGE", "MEAN", "STD", "shapes_marker",
+           "shapes_variant"]
 
 SHAPES_PREFIX = "xvit-shapes:"
 TOKEN_COVERAGE = 0.1
@@ -188,12 +190,35 @@ class TrainConfig:
 
 def shapes_variant(data: str) -> str | None:
     """The xvit-shapes variant of a ``data`` spec (``single`` or ``spurious``), or None for other data."""
+    spec = _shapes_spec(data)
+    return None if spec is None else spec[0]
+
+
+def shapes_marker(data: str) -> str | None:
+    """The marker policy of the training and validation images of an ``xvit-shapes:spurious:marker=MODE`` spec
+    (:data:`xvit.data.shapes.MARKER_MODES`), or None for the split's default (``correlated``)."""
+    spec = _shapes_spec(data)
+    return None if spec is None else spec[1]
+
+
+def _shapes_spec(data: str) -> tuple[str, str | None] | None:
     if not data.startswith(SHAPES_PREFIX):
         return None
-    variant = data[len(SHAPES_PREFIX):]
+    variant, *options = data[len(SHAPES_PREFIX):].split(":")
     if variant == "pair":
         raise TrainConfigError("xvit-shapes:pair has two labels per image; train on 'single' or 'spurious'.")
     if variant not in ("single", "spurious"):
         raise TrainConfigError(f"Unknown xvit-shapes variant {variant!r}; use xvit-shapes:single or "
                                "xvit-shapes:spurious.")
-    return variant
+    marker = None
+    for option in options:
+        key, sep, value = option.partition("=")
+        if key != "marker" or not sep:
+            raise TrainConfigError(f"Unknown option {option!r} in {data!r}; training specs take one option, "
+                                   "marker=MODE (e.g. xvit-shapes:spurious:marker=exclusive).")
+        if variant != "spurious":
+            raise TrainConfigError(f"marker= applies only to xvit-shapes:spurious; got {data!r}.")
+        if value not in MARKER_MODES:
+            raise TrainConfigError(f"marker must be one of {', '.join(MARKER_MODES)}; got {value!r} in {data!r}.")
+        marker = value
+    return variant, marker

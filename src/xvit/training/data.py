@@ -10,9 +10,16 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from xvit.data.labelled import holdout_split
-from xvit.data.shapes import GENERATOR_VERSION, SHAPE_CLASSES, ShapesDataset, default_seed, make_shapes
+from xvit.data.shapes import (
+    GENERATOR_VERSION,
+    SHAPE_CLASSES,
+    ShapesDataset,
+    default_seed,
+    make_shapes,
+    resolve_marker_mode,
+)
 from xvit.data.sources import load_dataset
-from xvit.training.config import TrainConfig, shapes_variant
+from xvit.training.config import TrainConfig, shapes_marker, shapes_variant
 
 __all__ = ["TrainingData", "training_data"]
 
@@ -50,13 +57,15 @@ def training_data(cfg: TrainConfig) -> TrainingData:
         return TrainingData(classes, TensorDataset(tr_x, tr_y), val_x, val_y, cfg.flip, info, None)
     train_seed = default_seed(variant, "train") if cfg.data_seed is None else cfg.data_seed
     val_seed = default_seed(variant, "val")
+    marker = shapes_marker(cfg.data)
     train_set = ShapesDataset(variant, cfg.train_size, seed=train_seed, split="train", size=cfg.img_size,
-                              with_masks=cfg.token_loss > 0)
-    val = make_shapes(variant, cfg.val_size, seed=val_seed, size=cfg.img_size, split="val")
+                              marker=marker, with_masks=cfg.token_loss > 0)
+    val = make_shapes(variant, cfg.val_size, seed=val_seed, size=cfg.img_size, split="val", marker=marker)
     info = {"dataset": "xvit-shapes", "variant": variant, "generator_version": GENERATOR_VERSION,
             "train_seed": train_seed, "train_images_per_epoch": cfg.train_size,
             "fresh_images_every_epoch": cfg.fresh_data, "val_seed": val_seed, "val_size": cfg.val_size,
-            "test_seed": default_seed(variant, "test"), "test_size": cfg.test_size}
+            "test_seed": default_seed(variant, "test"), "test_size": cfg.test_size,
+            **({"marker": resolve_marker_mode(variant, "train", marker)} if variant == "spurious" else {})}
     # Flipping moves the spurious marker to another corner, so it is off for that variant.
     return TrainingData(list(SHAPE_CLASSES), train_set, val.images, val.labels, cfg.flip and variant != "spurious",
                         info, variant)
