@@ -5,7 +5,8 @@
 
 Every table is a set of jobs, one ``xvit evaluate`` run per method (or per parameter setting) with its own
 ``--out`` under ``runs/tables/TABLE/LABEL``, so that ``--parallel`` single-threaded runs share the cores and an
-interrupted job resumes from its saved (method, chunk) units. A job that finished with the same command is skipped;
+interrupted job resumes from its saved (method, chunk) units. A job that finished with the same command on the same
+checkpoint (SHA-256 of the bundled model's weights) is skipped;
 ``jobs.jsonl`` records each finished job's command, wall-clock and commit. The two issue-13 analyses
 (``tools/cui_experiments.py``) are jobs of the same kind with their own resumable chunks. ``report`` prints each
 table in Markdown from the jobs' ``summary.json`` files, with the commands and the measured time.
@@ -14,6 +15,7 @@ table in Markdown from the jobs' ``summary.json`` files, with the commands and t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -56,6 +58,7 @@ class Job:
     table: str
     label: str
     command: tuple[str, ...]
+    model: str = "shapes-vit-tiny"
 
     @property
     def out(self) -> Path:
@@ -114,13 +117,21 @@ def jobs(table: Table) -> list[Job]:
         command = ("xvit", "evaluate", "--model", model, "--data", data.format(n=table.n), *options,
                    "--methods", method, *(a for p in params for a in ("--param", p)), "--no-baseline",
                    "--no-progress", "--out", str(job.out.relative_to(ROOT)))
-        result.append(Job(table.name, label, command))
+        result.append(Job(table.name, label, command, model))
     return result
+
+
+def _signature(job: Job) -> str:
+    """The command and the SHA-256 of the bundled checkpoint it measures: a job counts as finished only for both."""
+    from xvit.models import bundled_model_dir
+
+    weights = bundled_model_dir(job.model) / "model.safetensors"
+    return " ".join(job.command) + f"\nmodel {job.model} sha256 {hashlib.sha256(weights.read_bytes()).hexdigest()}"
 
 
 def _done(job: Job) -> bool:
     marker = job.out / "command.txt"
-    return marker.is_file() and marker.read_text() == " ".join(job.command)
+    return marker.is_file() and marker.read_text() == _signature(job)
 
 
 def _git_commit() -> str:
@@ -144,9 +155,10 @@ def run_job(job: Job) -> float | None:
         print(f"{time.strftime('%H:%M:%S')} FAILED {job.table}/{job.label} (exit {proc.returncode}; see "
               f"{job.out / 'run.log'})", flush=True)
         return seconds
-    (job.out / "command.txt").write_text(" ".join(job.command))
+    (job.out / "command.txt").write_text(_signature(job))
     with open(RUNS / "jobs.jsonl", "a") as f:
         f.write(json.dumps({"table": job.table, "label": job.label, "command": " ".join(job.command),
+                            "model": job.model, "model_sha256": _signature(job).rsplit(" ", 1)[1],
                             "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
                             "commit": _git_commit()}) + "\n")
     print(f"{time.strftime('%H:%M:%S')} done {job.table}/{job.label} in {seconds / 60:.1f} min", flush=True)

@@ -71,6 +71,21 @@ def test_finished_jobs_are_skipped_until_their_command_changes(tool):
     assert module.run_job(changed) is not None
 
 
+def test_a_finished_job_runs_again_when_its_checkpoint_changes(tool, monkeypatch, tmp_path):
+    module, ran = tool
+    import xvit.models
+
+    weights = tmp_path / "shapes-vit-tiny" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"old")
+    monkeypatch.setattr(xvit.models, "bundled_model_dir", lambda name: tmp_path / name)
+    job = module.jobs(module.TABLES[0])[0]
+    module.run_job(job)
+    assert module._done(job)
+    weights.write_bytes(b"new")
+    assert not module._done(job) and module.run_job(job) is not None
+
+
 def _row(method, mean):
     return {"method": method, "metric": "class_sensitivity", "column": "class_sensitivity", "status": "ok",
             "direction": "↑", "value": mean, "mean": mean, "ci95_low": mean - 0.1, "ci95_high": mean + 0.1, "n": 10,
