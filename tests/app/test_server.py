@@ -78,7 +78,7 @@ def test_health_and_config(client):
 
 
 def test_models_listing_offers_bundled_and_random_models_without_paths(tmp_path):
-    from xvit.models import Preprocessing, create_vit, save_checkpoint
+    from xvit.models import Preprocessing, bundled_models, create_vit, save_checkpoint
 
     torch.manual_seed(0)
     save_checkpoint(create_vit("nano", img_size=32, num_classes=3), tmp_path / "mine", preprocessing=Preprocessing(
@@ -88,6 +88,7 @@ def test_models_listing_offers_bundled_and_random_models_without_paths(tmp_path)
         models = c.get("/api/models").json()["models"]
         ids = [m["id"] for m in models]
         assert "shapes-vit-tiny" in ids and MODEL in ids
+        assert set(bundled_models()) <= set(ids) and "shapes-vit-tiny-svda" in ids
         assert "checkpoint:0:mine" in ids and not any("not-a-checkpoint" in i for i in ids)
         assert str(tmp_path) not in json.dumps(models)
         image = upload(c, noise_image())
