@@ -71,7 +71,7 @@ def test_spurious_spec_gives_marker_masks_and_takes_the_marker_policy():
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ("xvit-shapes:spurious:test:4:marker=sometimes", "must be one of correlated, random, aligned, none"),
+    ("xvit-shapes:spurious:test:4:marker=sometimes", "must be one of correlated, exclusive, random, aligned, none"),
     ("xvit-shapes:single:test:4:marker=random", "applies only to the spurious variant"),
     ("xvit-shapes:spurious:test:4:seed=3", "'seed=3' in 'xvit-shapes:spurious:test:4:seed=3' is not an option"),
     ("xvit-shapes:spurious:test:marker=random:4", "'4' in .* is not an option"),

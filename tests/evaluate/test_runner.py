@@ -303,7 +303,7 @@ def test_gtsegs_file_through_the_runner(model, tmp_path):
     (["--data", "xvit-shapes:single:test:4", "--method-param", "rollout.head_fusion=median"], "head_fusion"),
     (["--data", "xvit-shapes:single:test:4", "--metric-param", "perturbation.mode=negative"], "sets perturbation.mode"),
     (["--data", "xvit-shapes:single:test:4", "--metrics", "marker_share"], "xvit-shapes:spurious:test:200"),
-    (["--data", "xvit-shapes:spurious:test:4:marker=sometimes"], "must be one of correlated, random"),
+    (["--data", "xvit-shapes:spurious:test:4:marker=sometimes"], "must be one of correlated, exclusive, random"),
 ])
 def test_user_errors_exit_2_with_one_line(ckpt, tmp_path, capsys, extra, message):
     args = ["evaluate", "--model", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress", *extra]
