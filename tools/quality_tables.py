@@ -121,17 +121,20 @@ def jobs(table: Table) -> list[Job]:
     return result
 
 
-def _signature(job: Job) -> str:
-    """The command and the SHA-256 of the bundled checkpoint it measures: a job counts as finished only for both."""
+def _weights_sha256(model: str) -> str:
     from xvit.models import bundled_model_dir
 
-    weights = bundled_model_dir(job.model) / "model.safetensors"
-    return " ".join(job.command) + f"\nmodel {job.model} sha256 {hashlib.sha256(weights.read_bytes()).hexdigest()}"
+    return hashlib.sha256((bundled_model_dir(model) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def _signature(job: Job, sha256: str) -> str:
+    """The command and the SHA-256 of the bundled checkpoint it measures: a job counts as finished only for both."""
+    return " ".join(job.command) + f"\nmodel {job.model} sha256 {sha256}"
 
 
 def _done(job: Job) -> bool:
     marker = job.out / "command.txt"
-    return marker.is_file() and marker.read_text() == _signature(job)
+    return marker.is_file() and marker.read_text() == _signature(job, _weights_sha256(job.model))
 
 
 def _git_commit() -> str:
@@ -155,10 +158,11 @@ def run_job(job: Job) -> float | None:
         print(f"{time.strftime('%H:%M:%S')} FAILED {job.table}/{job.label} (exit {proc.returncode}; see "
               f"{job.out / 'run.log'})", flush=True)
         return seconds
-    (job.out / "command.txt").write_text(_signature(job))
+    sha256 = _weights_sha256(job.model)
+    (job.out / "command.txt").write_text(_signature(job, sha256))
     with open(RUNS / "jobs.jsonl", "a") as f:
         f.write(json.dumps({"table": job.table, "label": job.label, "command": " ".join(job.command),
-                            "model": job.model, "model_sha256": _signature(job).rsplit(" ", 1)[1],
+                            "model": job.model, "model_sha256": sha256,
                             "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
                             "commit": _git_commit()}) + "\n")
     print(f"{time.strftime('%H:%M:%S')} done {job.table}/{job.label} in {seconds / 60:.1f} min", flush=True)
@@ -171,12 +175,6 @@ def run_job(job: Job) -> float | None:
 def _summary(job: Job) -> dict | None:
     path = job.out / "summary.json"
     return json.loads(path.read_text()) if _done(job) and path.is_file() else None
-
-
-def _cell(row: dict | None, digits: int = 3) -> str:
-    if row is None or row.get("status") != "ok" or row.get("mean") is None:
-        return "n/a"
-    return f"{row['mean']:.{digits}f} ± {(row['ci95_high'] - row['ci95_low']) / 2:.{digits}f}"
 
 
 def _seconds() -> dict[tuple[str, str], float]:
@@ -200,6 +198,14 @@ def _share(details: dict, group: str) -> str:
     return f"{share:.3f}" + (f" ± {half:.3f}" if half is not None else "") + f" (n={details[f'{group}_n']})"
 
 
+def _control_cell(row: dict | None) -> str:
+    from xvit.evaluate.base import get_metric
+
+    if row is None:
+        return "not run"
+    return get_metric(row["metric"]).format_cell(row) if row["status"] == "ok" else "n/a"
+
+
 def _audit_table(audit: Table, control: Table) -> list[str]:
     """The spurious-marker audit: marker share of the spurious model's maps (marked images it calls class 0, and
     the other marked images) beside the control model's."""
@@ -215,7 +221,7 @@ def _audit_table(audit: Table, control: Table) -> list[str]:
         c = controls.get(job.label)
         c_row = next((r for r in c["rows"] if r["column"] == "marker_share"), None) if c else None
         lines.append(f"| `{job.label}` | {_share(d, 'shortcut')} | {_share(d, 'other')} | "
-                     f"{_cell(c_row) if c_row else 'not run'} | {d['chance']:.3f} |")
+                     f"{_control_cell(c_row)} | {d['chance']:.3f} |")
     return lines
 
 

@@ -33,13 +33,13 @@ RECIPE = ["--preset", "tiny", "--embed-dim", "128", "--depth", "6", "--num-heads
           "--val-size", "500", "--batch-size", "64", "--lr", "1e-3", "--warmup-epochs", "2", "--token-loss", "1.0",
           "--seed", "0", "--no-progress"]
 MODELS: dict[str, dict[str, object]] = {
-    "shapes-vit-tiny": {"variant": "single", "arch": [], "target": 0.97},
+    "shapes-vit-tiny": {"data": "xvit-shapes:single", "arch": [], "target": 0.97},
     # With the training split's default marker statistics (90 % of circles, 2 % of the others) the accurate model
     # learns to overrule the marker: after 98 of 140 epochs 87.2 % top-1 without markers, but only 6.0 % of 218
     # marked non-circles called circle (500 fresh test images each). Marking no other class leaves the marker
     # nothing to overrule it in training (issue 12: >= 80 % of marked non-circles called circle).
-    "shapes-vit-tiny-spurious": {"variant": "spurious:marker=exclusive", "arch": [], "target": None},
-    "shapes-vit-tiny-svda": {"variant": "single", "arch": ["--arch", "svda"], "target": None},
+    "shapes-vit-tiny-spurious": {"data": "xvit-shapes:spurious:marker=exclusive", "arch": [], "target": None},
+    "shapes-vit-tiny-svda": {"data": "xvit-shapes:single", "arch": ["--arch", "svda"], "target": None},
 }
 
 
@@ -61,7 +61,7 @@ def train(name: str) -> Path:
     """Train ``name`` (skipped when finished, resumed when interrupted); its run folder."""
     spec = MODELS[name]
     run = RUNS / name
-    _run_or_resume(["xvit", "train", "--data", f"xvit-shapes:{spec['variant']}", *RECIPE, *spec["arch"],  # type: ignore[misc]
+    _run_or_resume(["xvit", "train", "--data", str(spec["data"]), *RECIPE, *spec["arch"],  # type: ignore[misc]
            "--out", str(run.relative_to(ROOT))], run)
     return run
 

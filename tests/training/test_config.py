@@ -27,7 +27,7 @@ from xvit.training import TrainConfig, TrainConfigError
     ({"low_res_epochs": 1}, "low_res_size must be a multiple"),
     ({"data": "xvit-shapes:pair"}, "two labels per image"),
     ({"data": "xvit-shapes:double"}, "Unknown xvit-shapes variant 'double'"),
-    ({"data": "xvit-shapes:single:marker=exclusive"}, "marker= applies only to xvit-shapes:spurious"),
+    ({"data": "xvit-shapes:single:marker=exclusive"}, "marker= applies only to the 'spurious' variant"),
     ({"data": "xvit-shapes:spurious:marker=sometimes"}, "marker must be one of correlated, exclusive"),
     ({"data": "xvit-shapes:spurious:colour=red"}, "Unknown option 'colour=red'"),
     ({"batch_size": 256, "train_size": 100}, "batch_size 256 exceeds the 100 training images"),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from xvit.data.shapes import MARKER_MODES
+from xvit.data.shapes import resolve_marker_mode
 from xvit.data.sources import parse_data_spec
 from xvit.models import MODEL_VARIANTS, Preprocessing, get_variant
 from xvit.registry import did_you_mean
@@ -196,7 +196,7 @@ def shapes_variant(data: str) -> str | None:
 
 def shapes_marker(data: str) -> str | None:
     """The marker policy of the training and validation images of an ``xvit-shapes:spurious:marker=MODE`` spec
-    (:data:`xvit.data.shapes.MARKER_MODES`), or None for the split's default (``correlated``)."""
+    (:func:`xvit.data.shapes.resolve_marker_mode` checks it), or None for the split's default (``correlated``)."""
     spec = _shapes_spec(data)
     return None if spec is None else spec[1]
 
@@ -216,9 +216,8 @@ def _shapes_spec(data: str) -> tuple[str, str | None] | None:
         if key != "marker" or not sep:
             raise TrainConfigError(f"Unknown option {option!r} in {data!r}; training specs take one option, "
                                    "marker=MODE (e.g. xvit-shapes:spurious:marker=exclusive).")
-        if variant != "spurious":
-            raise TrainConfigError(f"marker= applies only to xvit-shapes:spurious; got {data!r}.")
-        if value not in MARKER_MODES:
-            raise TrainConfigError(f"marker must be one of {', '.join(MARKER_MODES)}; got {value!r} in {data!r}.")
-        marker = value
+        try:
+            marker = resolve_marker_mode(variant, "train", value)
+        except ValueError as error:
+            raise TrainConfigError(f"{error} (in {data!r})") from None
     return variant, marker
