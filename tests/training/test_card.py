@@ -130,6 +130,15 @@ def test_spurious_card_shows_the_shortcut(spurious_run):
     assert _aid_bullets(card) == set(AIDS) and TOKEN_LIMITATION in card
 
 
+def test_spurious_card_measures_its_target_without_the_marker(spurious_run):
+    marker_free = shapes_accuracy(str(spurious_run), "spurious", N, marker="none")
+    line = f"**{100 * marker_free:.2f} % top-1 on the same {N} test images without the marker**"
+    for target, verdict in [(marker_free, "**Meets the target.**"), (marker_free + 0.01, "**Below target.**")]:
+        card = write_model_card(spurious_run, "tiny-spurious", test_size=N, target=target).read_text()
+        assert line in card
+        assert f"{verdict} The target is {100 * target:.2f} % top-1; the accuracy without the marker" in card
+
+
 def test_distilled_card_names_the_teacher_and_the_whole_runs_wall_clock(single_run, tmp_path):
     run = shutil.copytree(single_run, tmp_path / "run")
     config = json.loads((run / "config.json").read_text())
