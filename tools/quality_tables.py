@@ -46,6 +46,10 @@ SETTINGS = {
     "pair": ("shapes-vit-tiny", "xvit-shapes:pair:test:{n}", ("--metrics", "class_sensitivity")),
     "spurious": ("shapes-vit-tiny-spurious", SPURIOUS_DATA, ("--metrics", "marker_share")),
     "control": ("shapes-vit-tiny", SPURIOUS_DATA, ("--metrics", "marker_share")),
+    # The spurious model's maps of each image's true class: on a marked non-circle, the class the model did not
+    # say (it says `circle`); does the map of the class it should have said still point at the marker?
+    "true_class": ("shapes-vit-tiny-spurious", SPURIOUS_DATA,
+                   ("--metrics", "marker_share", "--class-explained", "target")),
     "blur": ("shapes-vit-tiny", "xvit-shapes:single:test:{n}",
              ("--metrics", "perturbation", "--metric-param", "perturbation.substrate=blur")),
 }
@@ -89,6 +93,7 @@ TABLES = (
     Table("pair", "pair", 500, _rows_of((*CLASSIC, "random"))),
     Table("spurious", "spurious", 500, _rows_of((*CLASSIC, "random"))),
     Table("spurious_control", "control", 500, _rows_of((*CLASSIC, "random"))),
+    Table("spurious_true_class", "true_class", 500, _rows_of((*CLASSIC, "random"))),
     Table("blur", "blur", 200, _rows_of((*CLASSIC, "random"))),
     # Issues 13 and 20: the six gradient-corrected combinations and the newer methods on the first 200 images,
     # with the two classic rows they are read against.
@@ -206,22 +211,27 @@ def _control_cell(row: dict | None) -> str:
     return get_metric(row["metric"]).format_cell(row) if row["status"] == "ok" else "n/a"
 
 
-def _audit_table(audit: Table, control: Table) -> list[str]:
+def _marker_row(summary: dict | None) -> dict | None:
+    return next((r for r in summary["rows"] if r["column"] == "marker_share"), None) if summary else None
+
+
+def _audit_table(audit: Table, control: Table, true_class: Table | None) -> list[str]:
     """The spurious-marker audit: marker share of the spurious model's maps (marked images it calls class 0, and
-    the other marked images) beside the control model's."""
+    the other marked images), of its maps of the true class of marked non-circles, and the control model's."""
     lines = ["| method | marker share, spurious model, marked → class 0 ↑ | marked, other prediction | "
-             "control model (never saw the marker) | chance |", "|---|---:|---:|---:|---:|"]
+             "marked non-circles, map of their true class | control model (never saw the marker) | chance |",
+             "|---|---:|---:|---:|---:|---:|"]
     controls = {j.label: _summary(j) for j in jobs(control)}
+    true_maps = {j.label: _summary(j) for j in jobs(true_class)} if true_class else {}
     for job in jobs(audit):
-        s = _summary(job)
-        if s is None:
+        row = _marker_row(_summary(job))
+        if row is None:
             continue
-        row = next(r for r in s["rows"] if r["column"] == "marker_share")
         d = row["details"]
-        c = controls.get(job.label)
-        c_row = next((r for r in c["rows"] if r["column"] == "marker_share"), None) if c else None
-        lines.append(f"| `{job.label}` | {_share(d, 'shortcut')} | {_share(d, 'other')} | "
-                     f"{_control_cell(c_row)} | {d['chance']:.3f} |")
+        t_row = _marker_row(true_maps.get(job.label))
+        true_cell = _share(t_row["details"], "other") if t_row and t_row["status"] == "ok" else "not run"
+        lines.append(f"| `{job.label}` | {_share(d, 'shortcut')} | {_share(d, 'other')} | {true_cell} | "
+                     f"{_control_cell(_marker_row(controls.get(job.label)))} | {d['chance']:.3f} |")
     return lines
 
 
@@ -244,8 +254,9 @@ def report(names: list[str]) -> str:
             out += [md.read_text() if md.is_file() else "(not finished)", ""]
         elif table.kind == "spurious":
             control = next(t for t in TABLES if t.kind == "control" and t.n == table.n)
-            out += [*_audit_table(table, control), ""]
-        elif table.kind != "control":
+            true_class = next((t for t in TABLES if t.kind == "true_class" and t.n == table.n), None)
+            out += [*_audit_table(table, control, true_class), ""]
+        elif table.kind not in ("control", "true_class"):
             summaries = {j.label: s for j in finished if (s := _summary(j)) is not None}
             out += [*(_metric_table(summaries) if summaries else ["(no finished job)"]), ""]
     return "\n".join(out)

@@ -58,6 +58,9 @@ def test_the_audit_pairs_with_its_control_on_the_same_images(tool):
         assert a.n == c.n and [r[0] for r in a.rows] == [r[0] for r in c.rows]
         assert "shapes-vit-tiny-spurious" in module.jobs(a)[0].command
         assert "shapes-vit-tiny" in module.jobs(c)[0].command
+    true_class = tables["spurious_true_class"]
+    assert (true_class.n, true_class.rows) == (tables["spurious"].n, tables["spurious"].rows)
+    assert "shapes-vit-tiny-spurious" in module.jobs(true_class)[0].command
 
 
 def test_finished_jobs_are_skipped_until_their_command_changes(tool):
@@ -104,3 +107,30 @@ def test_report_puts_one_table_together_from_the_runs_with_chance_last(tool):
     assert lines[1].startswith("| rollout | 0.750 ± 0.100")
     assert lines[2].startswith("| random (chance) | 0.500 ± 0.100")
     assert "2 of 2 jobs finished" in text and "--methods rollout" in text
+
+
+def _marker_row(shortcut, other, other_n):
+    details = {"chance": 0.008, "shortcut_share": shortcut, "shortcut_ci95": 0.01, "shortcut_n": 7,
+               "other_share": other, "other_ci95": 0.02 if other_n else None, "other_n": other_n}
+    return {**_row("m", shortcut), "metric": "marker_share", "column": "marker_share", "details": details}
+
+
+def test_the_audit_table_shows_true_class_maps_and_the_control_beside_the_shortcut(tool):
+    module, _ = tool
+    rows = module._rows_of(("rollout",))
+    audit, control, true_class = (module.Table("spurious", "spurious", 4, rows),
+                                  module.Table("spurious_control", "control", 4, rows),
+                                  module.Table("spurious_true_class", "true_class", 4, rows))
+    module.TABLES = (audit, control, true_class)
+    for table, row in [(audit, _marker_row(0.4, None, 0)), (control, _marker_row(0.01, 0.01, 5)),
+                       (true_class, _marker_row(0.3, 0.2, 5))]:
+        job = module.jobs(table)[0]
+        assert "--class-explained" in job.command if table is true_class else "--class-explained" not in job.command
+        module.run_job(job)
+        (job.out / "summary.json").write_text(json.dumps({"rows": [row]}))
+    text = module.report(["spurious", "spurious_control", "spurious_true_class"])
+    line = next(x for x in text.splitlines() if x.startswith("| `rollout`"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "0.400 ± 0.010 (n=7)" and cells[2] == "n/a (n=0)" and cells[3] == "0.200 ± 0.020 (n=5)"
+    assert cells[4].startswith("0.010") and cells[5] == "0.008"
+    assert text.count("| method |") == 1  # control and true-class runs appear only inside the audit table
