@@ -147,22 +147,70 @@ def _git_commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def run_job(job: Job) -> float | None:
-    """Run (or resume) ``job`` unless it finished with the same command; its wall-clock seconds, or ``None`` if
-    skipped. Failures are reported and do not stop the other jobs."""
-    if _done(job):
-        return None
-    job.out.mkdir(parents=True, exist_ok=True)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(job: Job) -> bool:
+    """Take ``job`` for this process (``running.pid`` in its folder), unless a live process already runs it: so
+    that a second driver started on the same tables while cores free up never runs a job twice."""
+    lock = job.out / "running.pid"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = lock.read_text().strip()
+            if owner.isdigit() and _alive(int(owner)):
+                return False
+            lock.unlink(missing_ok=True)  # left by a driver that was stopped
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _run(job: Job) -> tuple[float, subprocess.CompletedProcess]:
     print(f"{time.strftime('%H:%M:%S')} start {job.table}/{job.label}", flush=True)
     start = time.perf_counter()
     with open(job.out / "run.log", "a") as log:
         proc = subprocess.run(job.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        print(f"{time.strftime('%H:%M:%S')} FAILED {job.table}/{job.label} (exit {proc.returncode}; see "
-              f"{job.out / 'run.log'})", flush=True)
-        return seconds
+    return time.perf_counter() - start, proc
+
+
+def run_job(job: Job) -> float | None:
+    """Run (or resume) ``job`` unless it finished with the same command or another driver runs it; its wall-clock
+    seconds, or ``None`` if skipped. Failures are reported and do not stop the other jobs."""
+    if _done(job):
+        return None
+    job.out.mkdir(parents=True, exist_ok=True)
+    if not _claim(job):
+        print(f"{time.strftime('%H:%M:%S')} skip {job.table}/{job.label}: another driver runs it", flush=True)
+        return None
+    try:
+        if _done(job):  # finished by another driver between the two checks
+            return None
+        seconds, proc = _run(job)
+        if proc.returncode != 0:
+            print(f"{time.strftime('%H:%M:%S')} FAILED {job.table}/{job.label} (exit {proc.returncode}; see "
+                  f"{job.out / 'run.log'})", flush=True)
+            return seconds
+        _record(job, seconds)
+    finally:
+        (job.out / "running.pid").unlink(missing_ok=True)
+    print(f"{time.strftime('%H:%M:%S')} done {job.table}/{job.label} in {seconds / 60:.1f} min", flush=True)
+    return seconds
+
+
+def _record(job: Job, seconds: float) -> None:
+    """Mark ``job`` finished (``command.txt``) and append it to ``jobs.jsonl``."""
     sha256 = _weights_sha256(job.model)
     (job.out / "command.txt").write_text(_signature(job, sha256))
     with open(RUNS / "jobs.jsonl", "a") as f:
@@ -170,8 +218,6 @@ def run_job(job: Job) -> float | None:
                             "model": job.model, "model_sha256": sha256,
                             "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
                             "commit": _git_commit()}) + "\n")
-    print(f"{time.strftime('%H:%M:%S')} done {job.table}/{job.label} in {seconds / 60:.1f} min", flush=True)
-    return seconds
 
 
 # ---------------------------------------------------------------------------------------------------- report

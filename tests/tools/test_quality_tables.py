@@ -3,6 +3,8 @@ finished jobs are skipped, and the report puts several runs into one table."""
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -134,3 +136,16 @@ def test_the_audit_table_shows_true_class_maps_and_the_control_beside_the_shortc
     assert cells[1] == "0.400 ± 0.010 (n=7)" and cells[2] == "n/a (n=0)" and cells[3] == "0.200 ± 0.020 (n=5)"
     assert cells[4].startswith("0.010") and cells[5] == "0.008"
     assert text.count("| method |") == 1  # control and true-class runs appear only inside the audit table
+
+
+def test_a_job_another_live_driver_runs_is_skipped_and_a_stale_claim_is_taken_over(tool):
+    module, ran = tool
+    job = module.jobs(module.TABLES[0])[0]
+    job.out.mkdir(parents=True)
+    (job.out / "running.pid").write_text(str(os.getppid()))  # a live process
+    assert module.run_job(job) is None and not ran
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (job.out / "running.pid").write_text(str(dead.pid))
+    assert module.run_job(job) is not None and ran[0] == job.command
+    assert not (job.out / "running.pid").exists() and module._done(job)
