@@ -73,7 +73,7 @@ def test_upload_explain_change_class_analyse_download(server, browser, tmp_path)
         files.append(str(path))
     page.set_input_files("#file-input", files)
     expect(page.locator("#gallery [data-image]")).to_have_count(2)
-    page.wait_for_selector("#top5 li button.active")
+    page.wait_for_selector("#top5 li button.active", timeout=60_000)
 
     checked = page.locator("#methods input[data-method]:checked")
     while checked.count():
@@ -130,7 +130,8 @@ def test_draw_a_box_on_the_image_for_guide(server, browser, tmp_path):
     path = tmp_path / "boxes.png"
     path.write_bytes(png(noise_image(64, 48, seed=3)))
     page.set_input_files("#file-input", [str(path)])
-    page.wait_for_selector("#top5 li button.active")  # the prediction is shown: the layout above the panel is final
+    # The prediction is shown: the layout above the panel is final.
+    page.wait_for_selector("#top5 li button.active", timeout=60_000)
     page.select_option("#analysis", "guide")
     canvas = page.locator("#analysis-params [data-boxes] canvas")
     expect(canvas).to_be_visible()
