@@ -6,7 +6,8 @@
 Every table is a set of jobs, one ``xvit evaluate`` run per method (or per parameter setting) with its own
 ``--out`` under ``runs/tables/TABLE/LABEL``, so that ``--parallel`` single-threaded runs share the cores and an
 interrupted job resumes from its saved (method, chunk) units. A job that finished with the same command on the same
-checkpoint (SHA-256 of the bundled model's weights) is skipped;
+checkpoint (SHA-256 of the bundled model's weights) is skipped, and so is one another live driver has claimed
+(``running.pid``), so a second driver can join the same tables when a core frees up;
 ``jobs.jsonl`` records each finished job's command, wall-clock and commit. The two issue-13 analyses
 (``tools/cui_experiments.py``) are jobs of the same kind with their own resumable chunks. ``report`` prints each
 table in Markdown from the jobs' ``summary.json`` files, with the commands and the measured time.
@@ -152,8 +153,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, owned by another user
+        pass
     return True
 
 
