@@ -32,3 +32,27 @@ def test_reduced_recording_refuses_a_fused_kernel():
     model = make("timm_vit")
     with pytest.raises(RuntimeError, match="fused attention kernel"):
         record(get_adapter(model), torch.randn(1, 3, SIZE, SIZE), None, reduce=lambda a, g: a, reduce_blocks=(1,))
+
+
+@pytest.mark.parametrize("kind", ["timm_deit_distilled", "hf_vit"])
+def test_differentiating_from_a_later_block_gives_the_same_gradient_and_restores_grad_mode(kind):
+    model = make(kind).double()
+    for p in model.parameters():  # a frozen model: the graph must still start at the block's input
+        p.requires_grad_(False)
+    adapter = get_adapter(model)
+    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64)
+    last = len(adapter.blocks()) - 1
+    with xvit.Explainer(model, "rollout"):  # explicit attention
+        full = record(adapter, x, None, grads=True, reduce=gradient_weighted, reduce_blocks=(last,))
+        part = record(adapter, x, None, grads=True, reduce=gradient_weighted, reduce_blocks=(last,),
+                      differentiate_from=last)
+        assert torch.is_grad_enabled()
+        with torch.no_grad():
+            record(adapter, x, None, grads=True, reduce=gradient_weighted, reduce_blocks=(last,),
+                   differentiate_from=last)
+            assert not torch.is_grad_enabled()
+        with pytest.raises(ValueError, match="differentiate_from"):
+            record(adapter, x, None, grads=True, reduce=gradient_weighted, reduce_blocks=(0, last),
+                   differentiate_from=last)
+    torch.testing.assert_close(part.reduced[last], full.reduced[last])
+    torch.testing.assert_close(part.logits, full.logits)

@@ -91,6 +91,19 @@ def test_explain_under_no_grad_still_gives_gradients(models, batch):
     assert e.raw.abs().sum() > 0
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_model_with_frozen_parameters_gives_the_same_maps(batch, method):
+    """Inference code often freezes the parameters; gradient methods must not depend on them requiring grad."""
+    model = make("timm_vit")
+    torch.manual_seed(0)
+    expect = xvit.explain(model, batch, method, target=[1, 3], **_params(method)).raw
+    model.requires_grad_(False)
+    torch.manual_seed(0)
+    got = xvit.explain(model, batch, method, target=[1, 3], **_params(method)).raw
+    torch.testing.assert_close(got, expect)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_batch_size_chunks_give_the_same_maps(models, batch):
     full = xvit.explain(models["xvit"], batch, "transformer_attribution", target=[[0, 1]] * 2)
     chunked = xvit.explain(models["xvit"], batch, "transformer_attribution", target=[[0, 1]] * 2, batch_size=2)

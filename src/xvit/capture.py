@@ -58,6 +58,7 @@ def record(
     reduce: Callable[[Tensor, Tensor | None], Tensor] | None = None,
     reduce_blocks: Sequence[int] | None = None,
     objective: Callable[[Tensor, Tensor], Tensor] = select_logits,
+    differentiate_from: int = 0,
 ) -> Recording:
     """Run the model on ``x`` and capture what is asked for.
 
@@ -74,12 +75,20 @@ def record(
             (default all), kept in ``Recording.reduced`` by block; the full tensors are not kept.
         objective: ``objective(logits, targets)`` ``(B,)``, the quantity differentiated (default the logit ``y_c``;
             R-Cut differentiates the probability ``p_c``).
+        differentiate_from: first block whose gradients are asked for; the blocks before it run without building
+            a graph, so nothing is kept for a backward pass that never reaches them.
     """
     modules = modules or {}
     need_grad = grads or input_grad
+    n_blocks = len(adapter.blocks())
+    if differentiate_from:
+        early = [i for i in block_inputs if i < differentiate_from]
+        early += [i for i in (reduce_blocks or range(n_blocks)) if reduce and i < differentiate_from]
+        if input_grad or (grads and (attention or modules)) or early or not 0 < differentiate_from < n_blocks:
+            raise ValueError(f"record(differentiate_from={differentiate_from}) needs every differentiated tensor "
+                             f"in blocks {differentiate_from}..{n_blocks - 1}.")
     store: dict[str, Tensor] = {}
     handles = []
-    n_blocks = len(adapter.blocks())
     reduce_blocks = sorted(set(range(n_blocks) if reduce_blocks is None else reduce_blocks)) if reduce else []
     reduced: dict[int, Tensor] = {}
 
@@ -113,8 +122,13 @@ def record(
             handles.append(module.register_forward_hook(keep(f"module.{name}")))
         for i in block_inputs:
             handles.append(adapter.blocks()[i].register_forward_pre_hook(keep_input(i)))
+        if differentiate_from and need_grad:
+            blocks = adapter.blocks()
+            handles.append(blocks[0].register_forward_pre_hook(_stop_graph))
+            handles.append(blocks[differentiate_from].register_forward_pre_hook(_start_graph, with_kwargs=True))
         with torch.set_grad_enabled(need_grad):
-            xin = x.detach().requires_grad_(True) if input_grad else x
+            # The input starts the graph, so a model whose parameters are frozen still has one.
+            xin = x.detach().requires_grad_(True) if need_grad else x
             logits = adapter.forward(xin)
     finally:
         for h in handles:
@@ -177,3 +191,17 @@ def _reduce_hook(reduce: Callable[[Tensor, Tensor | None], Tensor], out: dict[in
     def hook(grad: Tensor) -> None:
         out[index] = reduce(attention.detach(), grad)
     return hook
+
+
+def _stop_graph(_module: nn.Module, _args: tuple) -> None:
+    torch.set_grad_enabled(False)  # restored by record()'s set_grad_enabled context
+
+
+def _start_graph(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Builds the graph again from the block's input (the residual stream, positional or ``hidden_states``)."""
+    torch.set_grad_enabled(True)
+    if args and isinstance(args[0], Tensor):
+        args = (args[0].detach().requires_grad_(True), *args[1:])
+    elif isinstance(kwargs.get("hidden_states"), Tensor):
+        kwargs = {**kwargs, "hidden_states": kwargs["hidden_states"].detach().requires_grad_(True)}
+    return args, kwargs

@@ -8,7 +8,7 @@ from tests.tiny_models import make
 from xvit.adapters import get_adapter
 from xvit.capture import record
 from xvit.relevance import COMPOSITES, propagate
-from xvit.relevance.rules import AlphaBeta, BackwardMode, HalfBilinear, ZAdd, safe_divide
+from xvit.relevance.rules import AlphaBeta, BackwardMode, DetachedStdNorm, HalfBilinear, ZAdd, safe_divide
 
 
 def _relevance(fn, inputs, r):
@@ -17,12 +17,14 @@ def _relevance(fn, inputs, r):
     return torch.autograd.grad(out, inputs, grad_outputs=r)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("conservative", [True, False])
-def test_alpha_beta_matches_the_sum_formula(conservative):
+def test_alpha_beta_matches_the_sum_formula(conservative, with_bias):
     torch.manual_seed(0)
     x, w, r = torch.randn(2, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 3,
                                                                                                          dtype=torch.float64)
-    (ours,) = _relevance(lambda t: AlphaBeta(BackwardMode(), conservative)(t, w, None), [x], r)
+    bias = torch.randn(3, dtype=torch.float64) if with_bias else None  # ignored by the rule
+    (ours,) = _relevance(lambda t: AlphaBeta(BackwardMode(), conservative)(t, w, bias), [x], r)
     expect = torch.zeros_like(x)
     for b in range(2):
         for k in range(3):
@@ -39,6 +41,35 @@ def test_alpha_beta_matches_the_sum_formula(conservative):
         torch.testing.assert_close(ours.sum(1), r.sum(1), rtol=1e-6, atol=1e-9)
 
 
+def test_safe_divide_shifts_the_denominator_and_zeroes_where_it_is_zero():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    b = torch.tensor([0.5, 0.0, -1e-9, -2.0])
+    out = safe_divide(a, b)
+    torch.testing.assert_close(out, torch.tensor([1.0 / (0.5 + 1e-9), 0.0, 3.0 / 1e-9, 4.0 / (-2.0 + 1e-9)]))
+
+
+@pytest.mark.parametrize("detach_mean", [False, True])
+def test_detached_std_norm_is_layer_norm_with_a_constant_std(detach_mean):
+    torch.manual_seed(3)
+    norm = torch.nn.LayerNorm(6).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x, g = torch.randn(2, 4, 6, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
+
+    def explicit(t):
+        mu = t.mean(-1, keepdim=True)
+        mu = mu.detach() if detach_mean else mu
+        std = torch.sqrt(t.var(-1, unbiased=False, keepdim=True) + norm.eps).detach()
+        return (t - mu) / std * norm.weight + norm.bias
+
+    rule = DetachedStdNorm(detach_mean)
+    torch.testing.assert_close(rule(x, norm), norm(x))
+    (ours,) = _relevance(lambda t: rule(t, norm), [x], g)
+    (expect,) = _relevance(explicit, [x], g)
+    torch.testing.assert_close(ours, expect)
+
+
 def test_rescaled_add_conserves_per_sample_and_keeps_the_ratio():
     torch.manual_seed(1)
     a, b, r = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(
@@ -50,10 +81,13 @@ def test_rescaled_add_conserves_per_sample_and_keeps_the_ratio():
     torch.testing.assert_close(ra.sum(dim=(1, 2)).abs() / rb.sum(dim=(1, 2)).abs(), ratio)
 
 
-def test_half_bilinear_is_half_the_z_rule():
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((6, 2), (2, 6))], ids=["A·V-like", "Q·Kᵀ-like"])
+def test_half_bilinear_is_half_the_z_rule(shapes):
+    """Both shapes: the product kept or recomputed, the halving on either side."""
     torch.manual_seed(2)
-    a, b = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 4, 5, dtype=torch.float64)
-    r = torch.randn(2, 3, 5, dtype=torch.float64)
+    (m, k), (_, n) = shapes
+    a, b = torch.randn(2, m, k, dtype=torch.float64), torch.randn(2, k, n, dtype=torch.float64)
+    r = torch.randn(2, m, n, dtype=torch.float64)
     ra, rb = _relevance(HalfBilinear(BackwardMode()), [a, b], r)
     s = safe_divide(r, a @ b)
     expect_a = torch.einsum("bik,bkj,bij->bik", a, b, s) / 2

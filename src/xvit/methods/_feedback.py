@@ -32,7 +32,8 @@ def integrated_last_gradient(ctx: Context, x: Tensor, targets: Tensor, steps: in
                              rows: Tensor) -> Tensor:
     """``(1/steps) Σ_k ∇A^(L)(α_k x)`` at the read-out ``rows``, ``α_k ∈ linspace(0, 1, steps)`` (both ends; the
     input is scaled in normalised space), ``(B, heads, r, T)``. The ``steps × B`` scaled copies are stacked
-    image-major and sent ``batch_size`` rows per forward+backward pass."""
+    image-major and sent ``batch_size`` rows per pass: a forward that builds a graph for the last block only and a
+    backward through it."""
     last = len(ctx.adapter.blocks()) - 1
     alphas = torch.linspace(0, 1, steps, dtype=torch.float64).to(x.dtype).to(x.device)
     scaled = (alphas.view(1, -1, 1, 1, 1) * x[:, None]).flatten(0, 1)
@@ -40,7 +41,7 @@ def integrated_last_gradient(ctx: Context, x: Tensor, targets: Tensor, steps: in
     grads = []
     for start in range(0, scaled.shape[0], batch_size):
         rec = ctx.record(scaled[start:start + batch_size], repeated[start:start + batch_size], grads=True,
-                         reduce=lambda _a, g: g[:, :, rows], reduce_blocks=(last,))
+                         reduce=lambda _a, g: g[:, :, rows], reduce_blocks=(last,), differentiate_from=last)
         grads.append(rec.reduced[last])
     grads = torch.cat(grads)
     return grads.view(x.shape[0], steps, *grads.shape[1:]).mean(1)

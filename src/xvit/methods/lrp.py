@@ -14,7 +14,7 @@ GAMMA = Interval(0, None)
 class _GradientLRP(Method):
     signed = True
     resolution = "pixels"
-    needs_attention_probs = False  # the relevance engine re-plays the model with its own explicit attention
+    needs_attention_probs = False  # the relevance engine re-plays the model (with the fused attention kernel)
     memory_factor = 1.5
 
     def attribute(self, ctx: Context, x: Tensor, targets: Tensor | None) -> Attribution:

@@ -72,6 +72,11 @@ class Composite:
     unit: Callable[[Tensor], Tensor] = unit_rows
     mode: BackwardMode | None = None  # relevance-convention composites: switch their backward to gradients
 
+    @property
+    def plain_attention(self) -> bool:
+        """Whether ``softmax(q kᵀ · scale) v`` runs with plain autograd (the rules act on q, k and v only)."""
+        return self.matmul is torch.matmul and self.softmax is _plain_act and self.scale is _plain_act
+
 
 COMPOSITES: Registry[Callable[..., Composite]] = Registry("composite", "xvit.relevance.COMPOSITES.names()")
 

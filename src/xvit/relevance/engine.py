@@ -9,10 +9,11 @@ probabilities of the blocks asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from xvit.adapters.base import BlockParts, ViTAdapter
@@ -20,7 +21,8 @@ from xvit.relevance.composites import Composite
 from xvit.targets import explained_classes
 
 
-def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor]) -> Tensor:
+def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor] | None,
+           mix_out: list[tuple[Tensor, Tensor]] | None, fused: bool) -> Tensor:
     B, T, D = z.shape
     heads = p.num_heads
     head_dim = p.qkv_weight.shape[0] // 3 // heads
@@ -33,12 +35,22 @@ def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor]) -> Te
         # linear diagonal scaling of the queries.
         sigma = p.spectrum[:, None, :].to(q.dtype)
         q, k = c.scale(c.unit(q), lambda t: t * sigma), c.unit(k)
-    scores = c.scale(c.matmul(q, k.transpose(-2, -1)), lambda t: t * p.scale)
-    if p.logit_bias is not None:  # a constant term (WinfT window): relevance and gradients pass unchanged
-        scores = scores + p.logit_bias(B, T).to(scores.dtype)
-    attn = c.softmax(scores, lambda t: t.softmax(-1))
-    attn_out.append(attn)
-    ctx = c.matmul(attn, v).transpose(1, 2).reshape(B, T, heads * head_dim)
+    bias = None if p.logit_bias is None else p.logit_bias(B, T).to(q.dtype)
+    if fused and attn_out is None and c.plain_attention:
+        # Nothing reads this block's probabilities and the rules leave softmax(q kᵀ)v to plain autograd: the
+        # fused kernel gives the same values and gradients without a (T, T) tensor.
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=p.scale)
+    else:
+        scores = c.scale(c.matmul(q, k.transpose(-2, -1)), lambda t: t * p.scale)
+        if bias is not None:  # a constant term (WinfT window): relevance and gradients pass unchanged
+            scores = scores + bias
+        attn = c.softmax(scores, lambda t: t.softmax(-1))
+        ctx = c.matmul(attn, v)
+        if attn_out is not None:
+            attn_out.append(attn)
+            if mix_out is not None:
+                mix_out.append((v, ctx))
+    ctx = ctx.transpose(1, 2).reshape(B, T, heads * head_dim)
     o = c.linear(ctx, p.proj.weight, p.proj.bias)
     if p.ls1 is not None:
         o = c.scale(o, lambda t: t * p.ls1)
@@ -52,14 +64,18 @@ def _block(p: BlockParts, c: Composite, z: Tensor, attn_out: list[Tensor]) -> Te
 
 
 def vit_graph(adapter: ViTAdapter, c: Composite, *, x: Tensor | None = None, z: Tensor | None = None,
-              start: int = 0, stop: int | None = None, attn_out: list[Tensor] | None = None) -> Tensor:
+              start: int = 0, stop: int | None = None, attn_out: list[Tensor] | None = None,
+              attention_blocks: Collection[int] | None = None, mix_out: list[tuple[Tensor, Tensor]] | None = None,
+              fused_attention: bool = False) -> Tensor:
     """Logits of the adapted ViT computed with composite ``c``'s rules.
 
     Starts from pixels ``x`` (then ``start`` must be 0) or from ``z``, the residual stream entering block
     ``start``. With ``stop``, returns the residual stream entering block ``stop`` instead of logits.
-    Attention probabilities of the blocks run are appended to ``attn_out``.
+    Attention probabilities of the blocks run (of ``attention_blocks`` only, when given) are appended to
+    ``attn_out``, and their values ``V`` and mixed values ``A·V`` (per head) to ``mix_out`` as pairs.
+    ``fused_attention=True`` lets the blocks whose probabilities are not recorded use
+    ``scaled_dot_product_attention`` where the composite's rules leave the attention core plain.
     """
-    attn_out = [] if attn_out is None else attn_out
     if x is not None:
         emb = adapter.embed_parts()
         proj = emb.proj
@@ -71,7 +87,8 @@ def vit_graph(adapter: ViTAdapter, c: Composite, *, x: Tensor | None = None, z: 
     else:
         num_prefix = adapter.layout_prefix()
     for i in range(start, len(adapter.blocks()) if stop is None else stop):
-        z = _block(adapter.block_parts(i), c, z, attn_out)
+        recorded = attn_out is not None and (attention_blocks is None or i in attention_blocks)
+        z = _block(adapter.block_parts(i), c, z, attn_out if recorded else None, mix_out, fused_attention)
     if stop is not None:
         return z
     head = adapter.head_parts()
@@ -107,7 +124,7 @@ def residual_stream(adapter: ViTAdapter, x: Tensor, block: int) -> Tensor:
     from xvit.relevance.composites import gradient
 
     with torch.no_grad():
-        return vit_graph(adapter, gradient(), x=x, stop=block)
+        return vit_graph(adapter, gradient(), x=x, stop=block, fused_attention=True)
 
 
 def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None, *, x: Tensor | None = None,
@@ -129,26 +146,37 @@ def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None,
     """
     origin = (x if x is not None else z).detach().requires_grad_(True)
     attn: list[Tensor] = []
+    mixes: list[tuple[Tensor, Tensor]] = []
     blocks = sorted(set(attention_blocks))
     if not start_relevance and not blocks:
         raise ValueError("propagate() with start_relevance=False needs attention_blocks.")
     with torch.enable_grad():
         kwargs = {"x": origin} if x is not None else {"z": origin, "start": start}
-        logits = vit_graph(adapter, composite, attn_out=attn, **kwargs)
+        logits = vit_graph(adapter, composite, attn_out=attn, attention_blocks=blocks,
+                           mix_out=mixes if attention_gradients else None, fused_attention=True, **kwargs)
         targets = explained_classes(logits, targets)
         seed = torch.zeros_like(logits).scatter_(1, targets.view(-1, 1), 1.0)
-        tensors = [attn[b - start] for b in blocks]
-        attention_grads: dict[int, Tensor] = {}
+        tensors = attn  # in block order, one per block of `blocks`
+        pending: dict[int, tuple[Tensor, Tensor]] = {}
         if attention_gradients:
             if composite.mode is None:
                 raise ValueError(f"Composite {composite.name!r} has no gradient mode.")
             composite.mode.gradient = True
             try:
-                g = torch.autograd.grad(logits, tensors, grad_outputs=seed, retain_graph=True)
+                g = torch.autograd.grad(logits, [m for _, m in mixes], grad_outputs=seed, retain_graph=True)
             finally:
                 composite.mode.gradient = False
-            attention_grads = dict(zip(blocks, g))
+            # ∂y/∂A = ∂y/∂(A·V) · Vᵀ per head: keep the (T, d) gradient and form the (T, T) one when used.
+            pending = {b: (gm, v.detach()) for b, gm, (v, _) in zip(blocks, g, mixes)}
+
+        def attention_grad(block: int) -> Tensor | None:
+            if block not in pending:
+                return None
+            gm, v = pending.pop(block)
+            return gm @ v.transpose(-2, -1)
+
         if reduce is None:
+            attention_grads = {b: attention_grad(b) for b in blocks} if attention_gradients else {}
             grads = torch.autograd.grad(logits, [origin] + tensors, grad_outputs=seed)
             if composite.convention == "gradient":
                 grads = [t.detach() * g for t, g in zip([origin] + tensors, grads)]
@@ -158,7 +186,7 @@ def propagate(adapter: ViTAdapter, composite: Composite, targets: Tensor | None,
 
         def reduced(block: int, tensor: Tensor, grad: Tensor) -> Tensor:
             rel = tensor.detach() * grad if composite.convention == "gradient" else grad
-            return reduce(rel, attention_grads.pop(block, None))
+            return reduce(rel, attention_grad(block))
 
         def hook(block: int, tensor: Tensor) -> Callable[[Tensor], None]:
             return lambda grad: attention.__setitem__(block, reduced(block, tensor, grad))

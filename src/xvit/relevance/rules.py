@@ -26,8 +26,8 @@ def safe_divide(a: Tensor, b: Tensor) -> Tensor:
     """``a / (b + 1e-9)`` where ``b != 0`` and 0 where ``b == 0``: the same positive shift for both signs,
     as in Chefer et al.'s reference ``safe_divide`` (which this reproduces exactly)."""
     den = b + 1e-9
-    den = den + (den == 0).to(den.dtype) * 1e-9
-    return a / den * (b != 0).to(b.dtype)
+    den = torch.where(den == 0, 1e-9, den)
+    return (a / den).masked_fill_(b == 0, 0.0)
 
 
 class BackwardMode:
@@ -88,7 +88,7 @@ class _SoftmaxPassThroughFn(Function):
         if not ctx.mode.gradient:
             return r, None, None
         (y,) = ctx.saved_tensors
-        return y * (r - (r * y).sum(-1, keepdim=True)), None, None
+        return torch._softmax_backward_data(r, y, -1, y.dtype), None, None
 
 
 class PassThrough:
@@ -96,7 +96,7 @@ class PassThrough:
 
     In gradient mode the backward is the op's true gradient: ``kind="generic"`` re-computes it from the saved input,
     ``"linear"`` (scalings) applies the op to the gradient and saves nothing, ``"softmax"`` (over the last axis)
-    uses the saved output, ``y ⊙ (g − Σ g ⊙ y)``, which the next product keeps anyway.
+    uses the saved output, ``y ⊙ (g − Σ g ⊙ y)`` (one fused kernel), which the next product keeps anyway.
     """
 
     def __init__(self, mode: BackwardMode, kind: str = "generic") -> None:
@@ -111,17 +111,21 @@ class _AlphaBetaFn(Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, conservative: bool,
                 mode: BackwardMode) -> Tensor:
-        z = x @ weight.t()
+        out = x @ weight.t()
+        if bias is not None:
+            out = out + bias
         ctx.conservative, ctx.mode = conservative, mode
-        ctx.save_for_backward(x, weight, z if conservative else None)
-        return z if bias is None else z + bias
+        # The output is kept rather than x·Wᵀ: the next op keeps it anyway, so it costs no memory here.
+        ctx.save_for_backward(x, weight, bias, out if conservative else None)
+        return out
 
     @staticmethod
     def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None, None, None, None]:
-        x, w, z = ctx.saved_tensors
+        x, w, bias, out = ctx.saved_tensors
         if ctx.mode.gradient:
             return r @ w, None, None, None, None
         if ctx.conservative:
+            z = out if bias is None else out - bias
             # With x = x⁺ + x⁻ and W = W⁺ + W⁻: x⁺W⁺ + x⁻W⁻ = (xW + |x||W|)/2 term by term, so the
             # normaliser needs one product beyond the forward's xW, and the two back-products share one.
             ax, aw = x.abs(), w.abs()
@@ -188,7 +192,9 @@ class _HalfBilinearFn(Function):
     def forward(ctx: Any, a: Tensor, b: Tensor, mode: BackwardMode) -> Tensor:
         out = a @ b
         ctx.mode = mode
-        ctx.save_for_backward(a, b, out)
+        # Q·Kᵀ's (T, T) output is recomputed by the relevance pass rather than kept through both passes.
+        ctx.keep_out = out.numel() <= a.numel() + b.numel()
+        ctx.save_for_backward(a, b, out if ctx.keep_out else None)
         return out
 
     @staticmethod
@@ -196,7 +202,10 @@ class _HalfBilinearFn(Function):
         a, b, out = ctx.saved_tensors
         if ctx.mode.gradient:
             return r @ b.transpose(-2, -1), a.transpose(-2, -1) @ r, None
-        s = safe_divide(r, out)
+        s = safe_divide(r, out if ctx.keep_out else a @ b)
+        if s.numel() < a.numel() + b.numel():  # halve the smaller side (exact either way: a power of 2)
+            s = s / 2
+            return a * (s @ b.transpose(-2, -1)), b * (a.transpose(-2, -1) @ s), None
         return a * (s @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ s) / 2, None
 
 
@@ -251,7 +260,7 @@ class _CloneFn(Function):
     def forward(ctx: Any, x: Tensor, mode: BackwardMode) -> tuple[Tensor, Tensor]:
         ctx.mode = mode
         ctx.save_for_backward(x)
-        return x.clone(), x.clone()
+        return x.view_as(x), x.view_as(x)  # views: the two branches share the input's memory
 
     @staticmethod
     def backward(ctx: Any, r1: Tensor, r2: Tensor) -> tuple[Tensor, None]:
@@ -358,20 +367,38 @@ class IdentityNonlinearity:
         return _IdentityNonlinearityFn.apply(x, fn)
 
 
+class _DetachedStdNormFn(Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, norm: torch.nn.Module, detach_mean: bool) -> Tensor:
+        weight = None if norm.weight is None else norm.weight.detach()
+        bias = None if norm.bias is None else norm.bias.detach()
+        y, _, rstd = torch.native_layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
+        ctx.detach_mean = detach_mean
+        ctx.save_for_backward(rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+        rstd, weight = ctx.saved_tensors
+        gw = g if weight is None else g * weight
+        if not ctx.detach_mean:
+            gw = gw - gw.mean(-1, keepdim=True)
+        return gw * rstd, None, None
+
+
 class DetachedStdNorm:
     """LayerNorm with the standard deviation treated as a constant, ``(x − μ)/sg(σ)·γ + β``
-    (Ali et al. 2022 LN-rule; AttnLRP §3.3). ``detach_mean=True`` also stops the gradient at ``μ``."""
+    (Ali et al. 2022 LN-rule; AttnLRP §3.3). ``detach_mean=True`` also stops the gradient at ``μ``.
+
+    The forward is the model's own fused LayerNorm; the backward, ``(g·γ − mean(g·γ))/σ``, keeps only ``1/σ``
+    per token.
+    """
 
     def __init__(self, detach_mean: bool = False) -> None:
         self.detach_mean = detach_mean
 
     def __call__(self, x: Tensor, norm: torch.nn.Module) -> Tensor:
-        mu = x.mean(-1, keepdim=True)
-        if self.detach_mean:
-            mu = mu.detach()
-        std = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps).detach()
-        y = (x - mu) / std
-        return y * norm.weight + norm.bias if norm.weight is not None else y
+        return _DetachedStdNormFn.apply(x, norm, self.detach_mean)
 
 
 class ConstantUnitNorm:
