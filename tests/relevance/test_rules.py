@@ -8,7 +8,15 @@ from tests.tiny_models import make
 from xvit.adapters import get_adapter
 from xvit.capture import record
 from xvit.relevance import COMPOSITES, propagate
-from xvit.relevance.rules import AlphaBeta, BackwardMode, DetachedStdNorm, HalfBilinear, ZAdd, safe_divide
+from xvit.relevance.rules import (
+    AlphaBeta,
+    BackwardMode,
+    DetachedStdNorm,
+    HalfBilinear,
+    ZAdd,
+    safe_divide,
+    scale_gradient,
+)
 
 
 def _relevance(fn, inputs, r):
@@ -145,3 +153,11 @@ def test_gradient_mode_of_the_relevance_graph_gives_the_true_attention_gradient(
                      attention_blocks=range(2), attention_gradients=True)
     for b in range(2):
         torch.testing.assert_close(prop.attention_grads[b], rec.attention_grads[b])
+
+
+def test_scale_gradient_keeps_the_value_without_a_copy_and_scales_the_gradient():
+    x = torch.randn(2, 3, requires_grad=True)
+    y = scale_gradient(x, 0.25)
+    assert torch.equal(y, x) and y.data_ptr() == x.data_ptr()
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    torch.testing.assert_close(g, torch.full_like(x, 0.25))

@@ -309,9 +309,20 @@ class ZMean:
 # "gradient" convention (Achtibat et al., AttnLRP, ICML 2024, arXiv:2402.05602; Ali et al., ICML 2022)
 # ---------------------------------------------------------------------------------------------------
 
+class _ScaleGradientFn(Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return g * ctx.factor, None
+
+
 def scale_gradient(x: Tensor, factor: float) -> Tensor:
-    """Forward value unchanged (exactly), gradient multiplied by ``factor``."""
-    return x.detach() + (x - x.detach()) * factor
+    """Forward value unchanged (a view, no copy), gradient multiplied by ``factor``."""
+    return _ScaleGradientFn.apply(x, factor)
 
 
 def _stabilise(z: Tensor, eps: float = 1e-6) -> Tensor:
