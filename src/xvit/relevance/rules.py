@@ -203,10 +203,10 @@ class _HalfBilinearFn(Function):
         if ctx.mode.gradient:
             return r @ b.transpose(-2, -1), a.transpose(-2, -1) @ r, None
         s = safe_divide(r, out if ctx.keep_out else a @ b)
-        if s.numel() < a.numel() + b.numel():  # halve the smaller side (exact either way: a power of 2)
-            s = s / 2
-            return a * (s @ b.transpose(-2, -1)), b * (a.transpose(-2, -1) @ s), None
-        return a * (s @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ s) / 2, None
+        halve_s = s.numel() < a.numel() + b.numel()  # halve the smaller side (exact either way: a power of 2)
+        s = s / 2 if halve_s else s
+        ra, rb = a * (s @ b.transpose(-2, -1)), b * (a.transpose(-2, -1) @ s)
+        return (ra, rb, None) if halve_s else (ra / 2, rb / 2, None)
 
 
 class HalfBilinear:
